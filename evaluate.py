@@ -1,0 +1,147 @@
+"""Evaluate a trained model and write metrics.json and a self-contained report.html.
+
+    python evaluate.py runs/resnet18_shapes --report runs/resnet18_shapes/report
+    python evaluate.py weights/resnet18.shapes.safetensors --data data/shapes --split test
+    python evaluate.py --compare runs/a runs/b runs/c
+
+The target is a run directory (its best.pt, else last.pt), a trainer checkpoint, or a weights file with
+its model card. Metrics and report sections come from the config's task.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from visionzoo.config import ConfigError, to_dict
+from visionzoo.datasets.common import ImageReadError
+from visionzoo.engine.evaluator import evaluate, make_eval_loader
+from visionzoo.engine.run_dir import read_log
+from visionzoo.engine.targets import latest_metrics, load_target
+from visionzoo.engine.trainer import select_device
+from visionzoo.factory import create_model
+from visionzoo.profile import count_parameters, gflops
+from visionzoo.tasks import get_task
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("target", nargs="?", help="run directory, checkpoint (.pt) or weights (.safetensors)")
+    p.add_argument("--data", help="dataset root to evaluate on (default: the config's data.root)")
+    p.add_argument("--split", help="split to evaluate (default: the config's test split if present, else val)")
+    p.add_argument("--report", metavar="OUT_DIR", help="write metrics.json and report.html into OUT_DIR")
+    p.add_argument("--batch-size", type=int, help="evaluation batch size")
+    p.add_argument("--workers", type=int, help="data-loading workers")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: auto)")
+    p.add_argument("--compare", nargs="+", metavar="RUN", help="print one table comparing these runs")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def pick_split(cfg, requested: str | None) -> str:
+    if requested:
+        return requested
+    root = Path(cfg.data.root) if cfg.data.root else None
+    for split in (cfg.data.test_split, cfg.data.val_split):
+        if split and (root is None or (root / split).is_dir()):
+            return split
+    raise ConfigError("no evaluation split: the config names no test/val split that exists; pass --split")
+
+
+def run_evaluation(args) -> dict:
+    target = load_target(args.target)
+    cfg, task = target.cfg, get_task(target.cfg.task)
+    if args.data:
+        cfg.data.root = args.data
+    if args.batch_size:
+        cfg.data.eval_batch_size = args.batch_size
+    if args.workers is not None:
+        cfg.data.num_workers = args.workers
+    if args.device:
+        cfg.train.device = args.device
+    device = select_device(cfg.train.device)
+    split = pick_split(cfg, args.split)
+    class_names = target.meta.get("class_names")
+    dataset = task.build_dataset(cfg, split, train=False, class_names=class_names)
+    model = create_model(cfg.model.name, weights=target.weights,
+                         num_classes=len(class_names) if class_names else cfg.model.num_classes,
+                         **cfg.model.kwargs).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loader = make_eval_loader(task, cfg, dataset, device)
+    start = time.time()
+    metrics, accumulator, skipped = evaluate(task, model, loader, cfg, device, desc=f"evaluate {split}",
+                                             show_progress=not args.no_progress)
+    seconds = time.time() - start
+    input_size = target.meta.get("input_size") or [3, cfg.data.input_size, cfg.data.input_size]
+    summary = {
+        "name": cfg.model.name, "task": cfg.task, "parameters": count_parameters(model),
+        "gflops": gflops(model, input_size), "input_size": input_size, "weights": str(target.weights),
+    }
+    result = {
+        "target": str(args.target), "split": split, "data_root": cfg.data.root, "num_samples": len(dataset),
+        "skipped_files": [s.path for s in skipped], "seconds": round(seconds, 2),
+        "images_per_s": round(len(dataset) / max(seconds, 1e-9), 2), "model": summary,
+        "scalars": task.scalar_metrics(metrics), "metrics": metrics,
+    }
+    print(json.dumps({"split": split, **result["scalars"]}))
+    if target.run_dir is not None:
+        (target.run_dir / f"metrics_{split}.json").write_text(json.dumps(result, indent=2))
+    if args.report:
+        out = Path(args.report)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(result, indent=2))
+        run_info = None
+        log_records = []
+        if target.run_dir is not None:
+            log_records = read_log(target.run_dir / "log.jsonl")
+            run_file = target.run_dir / "run.json"
+            run_info = json.loads(run_file.read_text()) if run_file.is_file() else {}
+            run_info.pop("history", None)
+        run_info = {**(run_info or {}), "config": to_dict(cfg), "evaluated": {"split": split, "root": cfg.data.root}}
+        report = task.write_report(
+            out / "report.html", metrics=metrics, dataset=dataset, accumulator=accumulator, model=model.cpu(),
+            model_summary=summary, log_records=log_records, run_info=run_info, cfg=cfg,
+            title=f"{cfg.model.name} on {Path(cfg.data.root).name if cfg.data.root else cfg.data.dataset} ({split})")
+        print(f"report: {report}")
+    return result
+
+
+def compare(runs: list[str]) -> None:
+    from visionzoo.reports.compare import compare_runs, format_table
+
+    entries = []
+    for run in runs:
+        run_dir = Path(run)
+        metrics = latest_metrics(run_dir) if run_dir.is_dir() else None
+        if metrics is None:
+            raise FileNotFoundError(f"{run}: no metrics_<split>.json yet; run `python evaluate.py {run}` first")
+        m = metrics["model"]
+        entries.append({"name": run_dir.name, "metrics": metrics["scalars"],
+                        "info": {"model": m["name"], "params": m["parameters"], "split": metrics["split"]}})
+    header, rows = compare_runs(entries)
+    print(format_table(header, rows))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.compare:
+            compare(([args.target] if args.target else []) + args.compare)
+            return 0
+        if not args.target:
+            print("error: give a run directory or weights file to evaluate (or --compare RUN ...)", file=sys.stderr)
+            return 2
+        run_evaluation(args)
+    except (ConfigError, FileNotFoundError, ValueError, ImageReadError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Shared helpers for the end-to-end tests: small real datasets on disk and subprocess runs."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TINY_CONFIG = """
+_base_: {base}
+model: {{name: resnet18}}
+data:
+  root: {root}
+  input_size: 32
+  mean: [0.5, 0.5, 0.5]
+  std: [0.25, 0.25, 0.25]
+  crop_pct: 1.0
+  batch_size: 16
+  num_workers: 0
+  augment: {{scale: [0.6, 1.0], hflip: 0.5}}
+optim: {{lr: 0.05, weight_decay: 5.0e-4}}
+schedule: {{name: cosine, warmup_epochs: 0.5}}
+train: {{epochs: 2, log_interval: 2, grad_clip: 5.0, ema: {{enabled: true, decay: 0.9}}}}
+loss: {{label_smoothing: 0.1}}
+"""
+
+
+def write_tiny_config(path: Path, data_root: Path) -> Path:
+    path.write_text(TINY_CONFIG.format(base=ROOT / "configs/classification/_base_.yaml", root=data_root))
+    return path
+
+
+def run_script(script: str, *args, cwd=None, timeout=600, env=None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd or ROOT,
+                          capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,239 @@
+"""YAML experiment configs: `_base_` inheritance, `key.sub=value` overrides, strict validation.
+
+    cfg = load_config("configs/classification/resnet18_shapes.yaml", ["train.epochs=3"])
+
+An unknown key names itself and the closest valid key; a wrong type names key, value and expected
+type. `to_dict(cfg)` gives the resolved config that is saved in each run directory.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from visionzoo.config.schema import ExperimentConfig
+
+_UNION_TYPES = (Union, getattr(types, "UnionType", Union))  # X | Y is types.UnionType on Python >= 3.10
+
+__all__ = ["ConfigError", "ExperimentConfig", "load_config", "load_yaml_with_bases", "to_dict", "validate"]
+
+
+class ConfigError(ValueError):
+    """A config file or override is malformed; the message names the file, key and value."""
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, found {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and not value.pop("_replace_", False):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_yaml_with_bases(path: str | Path, _seen: tuple = ()) -> dict:
+    """Read a YAML file, merging the files named by `_base_` (relative to it) underneath it."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise ConfigError(f"{path}: _base_ inheritance loops back to itself via {' -> '.join(map(str, _seen))}")
+    data = _read_yaml(path)
+    bases = data.pop("_base_", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: _base_ must be a file name or a list of file names, got {bases!r}")
+    merged: dict = {}
+    for base in bases:
+        merged = deep_merge(merged, load_yaml_with_bases(path.parent / base, _seen + (path,)))
+    return deep_merge(merged, data)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `a.b.c=value` overrides; values are parsed as YAML (so 3, 0.1, true, [1, 2], null work)."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. train.epochs=5")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: value is not valid YAML: {e}") from e
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part, {}), dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return data
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if origin in _UNION_TYPES:
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    if origin is not None:
+        args = ", ".join(_type_name(a) for a in typing.get_args(tp))
+        return f"{origin.__name__}[{args}]"
+    return getattr(tp, "__name__", str(tp))
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _coerce(value: Any, tp, key: str, where: str):
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in _UNION_TYPES:
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, key, where)
+            except (_Mismatch, ConfigError):
+                continue
+        raise _Mismatch
+    if tp is type(None):
+        if value is None:
+            return None
+        raise _Mismatch
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise _Mismatch
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise _Mismatch
+        return from_dict(tp, value, where, prefix=key + ".")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise _Mismatch
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, item_tp, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise _Mismatch
+        args = typing.get_args(tp)
+        if args:
+            return {k: _coerce(v, args[1], f"{key}.{k}", where) for k, v in value.items()}
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _Mismatch
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _Mismatch
+    raise TypeError(f"config schema: unsupported type {tp!r} for {key}")
+
+
+def from_dict(cls, data: dict, where: str = "config", prefix: str = ""):
+    """Build dataclass `cls` from `data`, strictly: unknown keys and wrong types raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
+            raise ConfigError(f"{where}: unknown key '{prefix}{key}'{hint}")
+    kwargs = {}
+    for name in names:
+        if name not in data:
+            continue
+        value = data[name]
+        try:
+            kwargs[name] = _coerce(value, hints[name], prefix + name, where)
+        except _Mismatch:
+            raise ConfigError(
+                f"{where}: '{prefix}{name}' = {value!r} has the wrong type: expected {_type_name(hints[name])}"
+            ) from None
+    return cls(**kwargs)
+
+
+def validate(data: dict, where: str = "config") -> ExperimentConfig:
+    """Validate a merged config dict into an ExperimentConfig, with task-specific sections typed."""
+    from visionzoo.tasks import get_task
+
+    cfg = from_dict(ExperimentConfig, data, where)
+    if not cfg.task:
+        raise ConfigError(f"{where}: 'task' is required (one of the registered tasks, e.g. classification)")
+    if not cfg.model.name:
+        raise ConfigError(f"{where}: 'model.name' is required (see visionzoo.list_models())")
+    try:
+        task = get_task(cfg.task)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    cfg.loss = from_dict(task.loss_config, cfg.loss or {}, where, prefix="loss.")
+    cfg.eval = from_dict(task.eval_config, cfg.eval or {}, where, prefix="eval.")
+    cfg.data.augment = from_dict(task.augment_config, cfg.data.augment or {}, where, prefix="data.augment.")
+    _check_values(cfg, where)
+    return cfg
+
+
+def _check_values(cfg: ExperimentConfig, where: str) -> None:
+    def need(ok: bool, key: str, value, expected: str):
+        if not ok:
+            raise ConfigError(f"{where}: '{key}' = {value!r} is invalid: expected {expected}")
+
+    need(cfg.train.epochs >= 1, "train.epochs", cfg.train.epochs, "an integer >= 1")
+    need(cfg.train.accumulate >= 1, "train.accumulate", cfg.train.accumulate, "an integer >= 1")
+    need(cfg.train.log_interval >= 1, "train.log_interval", cfg.train.log_interval, "an integer >= 1")
+    need(cfg.data.batch_size >= 1, "data.batch_size", cfg.data.batch_size, "an integer >= 1")
+    need(cfg.data.num_workers >= 0, "data.num_workers", cfg.data.num_workers, "an integer >= 0")
+    need(cfg.data.input_size >= 8, "data.input_size", cfg.data.input_size, "an integer >= 8")
+    need(0 < cfg.data.crop_pct <= 1, "data.crop_pct", cfg.data.crop_pct, "a number in (0, 1]")
+    need(len(cfg.data.mean) == len(cfg.data.std), "data.std", cfg.data.std, "as many values as data.mean")
+    need(all(s > 0 for s in cfg.data.std), "data.std", cfg.data.std, "positive values")
+    for name, opt in {"optim": cfg.optim, **{f"optimizers.{k}": v for k, v in cfg.optimizers.items()}}.items():
+        need(opt.lr > 0, f"{name}.lr", opt.lr, "a positive number")
+        need(len(opt.betas) == 2, f"{name}.betas", opt.betas, "two numbers")
+    need(cfg.train.grad_clip is None or cfg.train.grad_clip > 0, "train.grad_clip", cfg.train.grad_clip,
+         "null or a positive number")
+    need(0 < cfg.train.ema.decay < 1, "train.ema.decay", cfg.train.ema.decay, "a number in (0, 1)")
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    data = apply_overrides(load_yaml_with_bases(path), overrides or [])
+    cfg = validate(data, where=str(path))
+    if cfg.output.name is None:
+        cfg.output.name = Path(path).stem
+    return cfg
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)

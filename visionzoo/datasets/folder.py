@@ -1,0 +1,123 @@
+"""ImageFolder datasets: ``root/<class>/**/<image files>``, decoded safely with clear errors."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from PIL import Image
+
+from visionzoo.datasets.common import DEFAULT_MAX_IMAGE_PIXELS, ImageReadError, SkippedSample, open_image_rgb
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+ON_CORRUPT = ("error", "skip")
+
+
+def _visible(name: str) -> bool:
+    return not name.startswith(".")
+
+
+class ImageFolderDataset(torch.utils.data.Dataset):
+    """Images in ``root/<class name>/`` (sub-folders of a class folder included), labelled by class.
+
+    Args:
+        root: the split folder, e.g. ``data/shapes/train``.
+        transform: applied to the decoded RGB PIL image.
+        on_corrupt: "error" raises ImageReadError naming the file when an image cannot be decoded (or is
+            above ``max_image_pixels``); "skip" returns a SkippedSample(path, reason) in its place, which
+            the engine's collate drops and counts.
+        max_image_pixels: images with more pixels are refused, never decoded (decompression bombs).
+        classes: the class order to use (e.g. the training set's, for val/test). Every sub-folder must be
+            one of them; listed classes without a folder simply have no samples. None: the sorted
+            sub-folder names.
+        extensions: file suffixes (case-insensitive) read as images; other files, and hidden files and
+            folders, are ignored.
+
+    Attributes: ``root`` (Path), ``classes``, ``class_to_idx``, ``samples`` (list of (path str, label)),
+    ``targets`` (labels). Files are sorted, so the order is deterministic.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        transform: Callable | None = None,
+        on_corrupt: str = "error",
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        classes: Sequence[str] | None = None,
+        extensions: Sequence[str] = IMAGE_EXTENSIONS,
+    ):
+        if on_corrupt not in ON_CORRUPT:
+            raise ValueError(f"on_corrupt must be one of {', '.join(map(repr, ON_CORRUPT))}, got {on_corrupt!r}")
+        if isinstance(max_image_pixels, bool) or not float(max_image_pixels) > 0:
+            raise ValueError(f"max_image_pixels must be a positive number, got {max_image_pixels!r}")
+        if isinstance(extensions, str):
+            extensions = (extensions,)
+        self.extensions = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
+        if not self.extensions:
+            raise ValueError("extensions must name at least one file suffix")
+        self.root = Path(root)
+        self.transform = transform
+        self.on_corrupt = on_corrupt
+        self.max_image_pixels = int(max_image_pixels)
+
+        if not self.root.exists():
+            raise FileNotFoundError(f"image folder not found: {self.root}")
+        if not self.root.is_dir():
+            raise NotADirectoryError(f"not a folder: {self.root}")
+        folders = sorted(e.name for e in os.scandir(self.root) if e.is_dir() and _visible(e.name))
+        if not folders:
+            raise ValueError(f"{self.root}: no class sub-folders found (expected {self.root}/<class>/<images>)")
+
+        if classes is None:
+            self.classes = folders
+        else:
+            self.classes = [str(c) for c in classes]
+            dupes = sorted({c for c in self.classes if self.classes.count(c) > 1})
+            if dupes:
+                raise ValueError(f"classes lists {', '.join(map(repr, dupes))} more than once")
+            unknown = [f for f in folders if f not in self.classes]
+            if unknown:
+                raise ValueError(f"{self.root}: class folder(s) {', '.join(str(self.root / f) for f in unknown)} "
+                                 f"not among the expected classes ({', '.join(self.classes)})")
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
+        self.samples: list[tuple[str, int]] = []
+        for name in folders:
+            files = self._scan(self.root / name)
+            if not files:
+                raise ValueError(f"{self.root / name}: class folder has no image files "
+                                 f"(looked for {', '.join(self.extensions)})")
+            label = self.class_to_idx[name]
+            self.samples.extend((f, label) for f in files)
+        self.targets = [label for _, label in self.samples]
+
+    def _scan(self, folder: Path) -> list[str]:
+        """Image files under ``folder`` (recursively, following links), hidden entries skipped, sorted."""
+        found = []
+        for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if _visible(d))
+            found.extend(os.path.join(dirpath, f) for f in filenames
+                         if _visible(f) and os.path.splitext(f)[1].lower() in self.extensions)
+        return sorted(found)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load_image(self, index: int) -> Image.Image:
+        """The decoded RGB image of sample ``index``, without transform (raises ImageReadError if unreadable)."""
+        return open_image_rgb(self.samples[index][0], self.max_image_pixels)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        try:
+            image = open_image_rgb(path, self.max_image_pixels)
+        except (ImageReadError, FileNotFoundError) as e:
+            if self.on_corrupt == "skip":
+                return SkippedSample(path, str(e))
+            raise
+        return (self.transform(image) if self.transform is not None else image), label
+
+    def __repr__(self) -> str:
+        return (f"ImageFolderDataset(root={str(self.root)!r}, samples={len(self.samples)}, "
+                f"classes={len(self.classes)}, on_corrupt={self.on_corrupt!r})")

@@ -1,0 +1,105 @@
+"""Data loading shared by every task: reproducible, resumable, worker-independent sampling.
+
+Each sample gets its own random seed from (run seed, epoch, index). The dataset applies its random
+augmentation under that seed, so a sample is augmented identically whatever the worker count, and a
+run resumed mid-epoch sees exactly the batches the uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+
+from visionzoo.datasets.common import SkippedSample
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint32)[0])
+
+
+class SeededDataset(Dataset):
+    """Wraps a dataset so that item (index, seed) is produced under torch.manual_seed(seed); returns
+    (index, sample) so that the collate can report which dataset items a batch holds."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item):
+        index, seed = item
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return index, self.dataset[index]
+
+
+class EpochSampler(Sampler):
+    """Yields (index, seed) pairs: a permutation fixed by (seed, epoch), split across ranks like
+    DistributedSampler (padded to equal length), starting at `start` for mid-epoch resume."""
+
+    def __init__(self, size: int, *, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 pad: bool = True):
+        self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.rank, self.world_size, self.pad = rank, world_size, pad
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def _indices(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, -1 & 0xFFFFFFFF))
+            order = torch.randperm(self.size, generator=g).tolist()
+        else:
+            order = list(range(self.size))
+        if self.world_size > 1:
+            if self.pad:
+                total = math.ceil(self.size / self.world_size) * self.world_size
+                order += order[: total - len(order)]
+            order = order[self.rank :: self.world_size]
+        return order
+
+    def __iter__(self):
+        for index in self._indices()[self.start :]:
+            yield index, sample_seed(self.seed, self.epoch, index)
+
+    def __len__(self) -> int:
+        return max(0, len(self._indices()) - self.start)
+
+
+class SkipCollate:
+    """Takes (index, sample) pairs, drops SkippedSample markers (unreadable files in on_corrupt=skip
+    mode) and reports them. Returns (batch or None, list of SkippedSample, dataset indices of the batch)."""
+
+    def __init__(self, collate=default_collate):
+        self.collate = collate
+
+    def __call__(self, items):
+        good = [(i, s) for i, s in items if not isinstance(s, SkippedSample)]
+        skipped = [s for _, s in items if isinstance(s, SkippedSample)]
+        batch = self.collate([s for _, s in good]) if good else None
+        return batch, skipped, [i for i, _ in good]
+
+
+def build_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, drop_last: bool, seed: int,
+                 num_workers: int, collate, pin_memory: bool, prefetch_factor: int = 2,
+                 rank: int = 0, world_size: int = 1) -> DataLoader:
+    sampler = EpochSampler(len(dataset), shuffle=shuffle, seed=seed, rank=rank, world_size=world_size,
+                           pad=shuffle)
+    extra = {}
+    if num_workers > 0:
+        extra = {"persistent_workers": True, "prefetch_factor": prefetch_factor}
+    return DataLoader(
+        SeededDataset(dataset),
+        batch_size=batch_size,
+        sampler=sampler,
+        drop_last=drop_last,
+        num_workers=num_workers,
+        collate_fn=SkipCollate(collate),
+        pin_memory=pin_memory,
+        **extra,
+    )

@@ -1,0 +1,54 @@
+"""What evaluate.py and publish can be pointed at: a run directory, a trainer checkpoint, or a
+weights file with its model card. Each resolves to (config, weights file, metadata)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from visionzoo.config import ConfigError, load_yaml_with_bases, validate
+from visionzoo.engine.checkpoint import load_checkpoint
+from visionzoo.weights import read_card
+
+
+@dataclass
+class EvalTarget:
+    cfg: object
+    weights: Path
+    meta: dict
+    run_dir: Path | None
+    label: str
+
+
+def load_target(target: str | Path) -> EvalTarget:
+    path = Path(target)
+    if path.is_dir():
+        config_file = path / "config.yaml"
+        if not config_file.is_file():
+            raise FileNotFoundError(f"{path} is not a run directory: it has no config.yaml")
+        ckpt_file = next((path / n for n in ("best.pt", "last.pt") if (path / n).is_file()), None)
+        if ckpt_file is None:
+            raise FileNotFoundError(f"{path} holds no checkpoint (best.pt or last.pt): has training written one yet?")
+        cfg = validate(load_yaml_with_bases(config_file), where=str(config_file))
+        meta = load_checkpoint(ckpt_file).get("meta", {})
+        return EvalTarget(cfg, ckpt_file, meta, path, path.name)
+    if not path.is_file():
+        raise FileNotFoundError(f"evaluate: {path} is neither a run directory nor a weights/checkpoint file")
+    if path.suffix == ".safetensors":
+        card = read_card(path)
+        if "config" not in card:
+            raise ConfigError(f"{path}: its model card ({path.with_suffix('.json')}) is missing or has no 'config'; "
+                              "evaluate.py needs it to rebuild the model and data")
+        return EvalTarget(validate(card["config"], where=str(path.with_suffix(".json"))), path, card, None, path.stem)
+    ckpt = load_checkpoint(path)
+    if "config" not in ckpt:
+        raise ConfigError(f"{path}: checkpoint carries no config")
+    return EvalTarget(validate(ckpt["config"], where=str(path)), path, ckpt.get("meta", {}),
+                      path.parent if (path.parent / "config.yaml").is_file() else None, path.stem)
+
+
+def latest_metrics(run_dir: Path) -> dict | None:
+    files = sorted(run_dir.glob("metrics_*.json"), key=lambda p: p.stat().st_mtime)
+    if files:
+        return json.loads(files[-1].read_text())
+    return None

@@ -1,0 +1,100 @@
+"""Turn a finished run into a shipped weight file: fp16 safetensors plus a JSON model card.
+
+    python -m visionzoo.publish runs/resnet18_shapes --tag shapes --out weights
+
+The card records the model name, the resolved config, class names, input size and normalisation,
+the metrics measured by evaluate.py (run it first), the file's sha256 and the commands that
+reproduce it. `create_model(name, weights=tag)` then finds the file (see visionzoo.weights).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from visionzoo.config import to_dict
+from visionzoo.engine.targets import latest_metrics, load_target
+from visionzoo.weights import read_state_dict, sha256_file, strip_prefixes
+
+
+def _data_commands(cfg) -> list[str]:
+    """The command that writes the training data, when it is the embedded shapes dataset."""
+    meta = Path(cfg.data.root or "") / "shapes_meta.json"
+    if cfg.data.root and meta.is_file():
+        m = json.loads(meta.read_text())
+        counts = m.get("counts", {})
+        flags = " ".join(f"--{k} {v}" for k, v in counts.items())
+        return [f"python -m visionzoo.datasets.write_shapes {cfg.data.root} --size {m.get('image_size')} {flags} "
+                f"--seed {m.get('seed')}".replace("  ", " ")]
+    return []
+
+
+def publish(run_dir: Path, tag: str, out_dir: Path, dtype: str = "float16") -> Path:
+    target = load_target(run_dir)
+    metrics = latest_metrics(run_dir)
+    if metrics is None:
+        raise FileNotFoundError(f"{run_dir}: no metrics_<split>.json; run `python evaluate.py {run_dir}` first so "
+                                "the model card carries measured metrics")
+    cfg = target.cfg
+    state = strip_prefixes(read_state_dict(target.weights))
+    torch_dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
+    state = {k: (v.to(torch_dtype) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights_file = out_dir / f"{cfg.model.name}.{tag}.safetensors"
+    tmp = weights_file.with_suffix(".tmp")
+    save_file(state, str(tmp), metadata={"model": cfg.model.name, "tag": tag, "format": "pt"})
+    tmp.chmod(0o644)
+    tmp.replace(weights_file)
+    run_info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    meta = target.meta
+    card = {
+        "model": cfg.model.name,
+        "tag": tag,
+        "task": cfg.task,
+        "num_classes": len(meta["class_names"]) if meta.get("class_names") else cfg.model.num_classes,
+        "class_names": meta.get("class_names"),
+        "input_size": meta.get("input_size"),
+        "mean": meta.get("mean"),
+        "std": meta.get("std"),
+        "interpolation": meta.get("interpolation"),
+        "crop_pct": meta.get("crop_pct"),
+        "dtype": dtype,
+        "metrics": {"split": metrics["split"], "data_root": metrics.get("data_root"), **metrics["scalars"]},
+        "sha256": sha256_file(weights_file),
+        "size_bytes": weights_file.stat().st_size,
+        "trained": {"epochs": cfg.train.epochs, "git": run_info.get("git"), "versions": run_info.get("versions"),
+                    "device": run_info.get("device")},
+        "command": run_info.get("command"),
+        "reproduce": _data_commands(cfg) + [
+            f"python train.py {run_info.get('config_file') or '<config>'} --run-dir {run_dir}",
+            f"python evaluate.py {run_dir} --split {metrics['split']}",
+            f"python -m visionzoo.publish {run_dir} --tag {tag} --out {out_dir}",
+        ],
+        "config": to_dict(cfg),
+    }
+    weights_file.with_suffix(".json").write_text(json.dumps(card, indent=2))
+    return weights_file
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--tag", required=True, help="weights tag, e.g. shapes -> <model>.shapes.safetensors")
+    p.add_argument("--out", type=Path, default=Path("weights"))
+    p.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float16")
+    args = p.parse_args(argv)
+    try:
+        path = publish(args.run_dir, args.tag, args.out, args.dtype)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {path} and {path.with_suffix('.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""What a task tells the shared engine. The engine calls only these methods; everything a task knows
+(datasets, losses, metrics, report sections) lives in its own package under visionzoo/tasks/."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, default_collate
+
+
+@dataclass
+class EmptySection:
+    """A config section the task does not use (no keys allowed)."""
+
+
+@dataclass(frozen=True)
+class UpdatePhase:
+    """One optimizer update per batch: `optimizer` names an entry of cfg.optimizers ("main" when the
+    config has a single `optim`). `every` > 1 runs it on every n-th batch only (n critic steps per
+    generator step)."""
+
+    name: str = "main"
+    optimizer: str = "main"
+    every: int = 1
+
+
+class Accumulator:
+    """Collects a task's evaluation outputs batch by batch; `state_tensors` are summed across ranks."""
+
+    def update(self, batch, outputs, indices: list[int]) -> None:
+        """`indices` are the dataset positions of the batch's samples."""
+        raise NotImplementedError
+
+    def compute(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def state_tensors(self) -> list[torch.Tensor]:
+        return []
+
+    def load_state_tensors(self, tensors: list[torch.Tensor]) -> None:
+        pass
+
+
+class Task:
+    name: str = ""
+    loss_config: type = EmptySection
+    eval_config: type = EmptySection
+    augment_config: type = EmptySection
+    primary_metric: str = "loss"
+    higher_is_better: bool = False
+
+    # ---- data -------------------------------------------------------------------------------
+    def build_dataset(self, cfg, split: str, train: bool, reference: Dataset | None = None) -> Dataset:
+        """The dataset for `split`; `reference` is the training set (to share e.g. class names)."""
+        raise NotImplementedError
+
+    def collate(self, samples):
+        return default_collate(samples)
+
+    def to_device(self, batch, device: torch.device, channels_last: bool):
+        raise NotImplementedError
+
+    def batch_size_of(self, batch) -> int:
+        raise NotImplementedError
+
+    # ---- model ------------------------------------------------------------------------------
+    def build_model(self, cfg, train_set: Dataset | None) -> nn.Module:
+        raise NotImplementedError
+
+    def model_meta(self, cfg, dataset: Dataset | None) -> dict:
+        """What travels with the weights (class names, input size, normalisation)."""
+        return {}
+
+    # ---- training ---------------------------------------------------------------------------
+    def update_phases(self, cfg) -> list[UpdatePhase]:
+        return [UpdatePhase()]
+
+    def training_losses(self, model: nn.Module, batch, phase: UpdatePhase, cfg) -> dict[str, torch.Tensor]:
+        """Loss terms for one phase; the engine back-propagates the entry "loss"."""
+        raise NotImplementedError
+
+    # ---- evaluation -------------------------------------------------------------------------
+    def new_accumulator(self, cfg, dataset: Dataset) -> Accumulator:
+        raise NotImplementedError
+
+    def eval_outputs(self, model: nn.Module, batch, cfg):
+        """Forward pass for evaluation; returns what the accumulator's update() takes."""
+        raise NotImplementedError
+
+    def scalar_metrics(self, metrics: dict) -> dict[str, float]:
+        return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+    def write_report(self, out_path: Path, **context) -> Path:
+        raise NotImplementedError

@@ -1,0 +1,203 @@
+"""The classification report: one self-contained HTML file built from ClassificationMeter metrics,
+the run log, misclassified images, the first conv layer and run information."""
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from visionzoo.reports.figures import bar_chart, confusion_matrix_figure, filter_grid, training_curves
+from visionzoo.reports.html import HtmlReport
+
+__all__ = ["build_classification_report"]
+
+MAX_F1_BARS = 40
+MAX_COUNT_TABLE_CLASSES = 20
+
+
+def _pct(value: Any) -> str:
+    return f"{100 * float(value):.2f}%" if isinstance(value, numbers.Real) else "\u2014"
+
+
+def _display(value: Any) -> Any:
+    """Friendlier values for the key-value tables (sizes as 3×224×224)."""
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, numbers.Integral) for v in value):
+        return "\u00d7".join(str(int(v)) for v in value)
+    return value
+
+
+def _is_flat_mapping(value: Any) -> bool:
+    return isinstance(value, Mapping) and all(not isinstance(v, (Mapping, list, tuple)) for v in value.values())
+
+
+def _summary(report: HtmlReport, metrics: Mapping, model_summary: Mapping | None) -> None:
+    report.add_section("Summary")
+    topk = sorted((k for k in metrics if k.startswith("top") and k[3:].isdigit()), key=lambda k: int(k[3:]))
+    stats: list[tuple[str, Any]] = [(f"top-{k[3:]} accuracy", _pct(metrics[k])) for k in topk]
+    if "macro_f1" in metrics:
+        stats.append(("macro F1", f"{float(metrics['macro_f1']):.4f}"))
+    if "loss" in metrics:
+        stats.append(("mean loss", f"{float(metrics['loss']):.4f}"))
+    if "num_samples" in metrics:
+        stats.append(("samples", metrics["num_samples"]))
+    report.add_stats(stats)
+    if model_summary:
+        report.add_key_values("Model", {k: _display(v) for k, v in model_summary.items()})
+
+
+def _curves(report: HtmlReport, log_records: Sequence[dict] | None) -> None:
+    report.add_section("Training curves")
+    fig = training_curves(list(log_records)) if log_records else None
+    if fig is None:
+        report.add_note("No training log available (the model was not trained in a visionzoo run directory, "
+                        "or the log holds no train / validation records).")
+        return
+    report.add_figure(None, fig, caption="Training loss and learning rate per logged step; validation metrics "
+                                         "per evaluated epoch (the value at the last epoch is labelled).")
+
+
+def _per_class(report: HtmlReport, metrics: Mapping, class_names: Sequence[str], cm: np.ndarray | None) -> None:
+    report.add_section("Per-class metrics")
+    per_class = metrics.get("per_class") or {}
+    if not per_class:
+        report.add_note("No per-class metrics available.")
+        return
+    names = [n for n in class_names if n in per_class] + [n for n in per_class if n not in class_names]
+    index = {n: i for i, n in enumerate(class_names)}
+    header = ["class", "precision", "recall", "F1", "support", "most often mistaken for"]
+    rows = []
+    for name in names:
+        m = per_class[name]
+        confused = None
+        i = index.get(name)
+        if cm is not None and i is not None and i < cm.shape[0]:
+            row = cm[i].copy()
+            row[i] = 0
+            j = int(row.argmax())
+            if row[j] > 0 and j < len(class_names):
+                confused = f"{class_names[j]} ({int(row[j])})"
+        rows.append([name, float(m["precision"]), float(m["recall"]), float(m["f1"]), int(m["support"]), confused])
+    report.add_table(None, header, rows,
+                     caption="Precision = correct / predicted as the class; recall = correct / samples of the "
+                             "class; 0 where undefined. Last column: the most frequent wrong prediction "
+                             "for samples of the class (count).")
+    f1 = [(n, float(per_class[n]["f1"])) for n in names]
+    if len(f1) > MAX_F1_BARS:
+        f1 = sorted(f1, key=lambda p: p[1])[:MAX_F1_BARS]
+        title, caption = f"F1 of the {MAX_F1_BARS} weakest classes", f"{len(names)} classes in total."
+    else:
+        title, caption = "F1 per class", None
+    report.add_figure("F1 per class", bar_chart([p[0] for p in f1], [p[1] for p in f1], title=title, ylabel="F1",
+                                                ylim=(0, 1.1)), caption=caption)
+
+
+def _confusion(report: HtmlReport, class_names: Sequence[str], cm: np.ndarray | None) -> None:
+    report.add_section("Confusion matrix")
+    if cm is None:
+        report.add_note("No confusion matrix available.")
+        return
+    names = list(class_names) if len(class_names) == cm.shape[0] else [str(i) for i in range(cm.shape[0])]
+    report.add_figure(None, confusion_matrix_figure(cm, names, normalize=True),
+                      caption="Rows: true class; columns: predicted class; each row divided by its total, so "
+                              "the diagonal is the per-class recall.")
+    if cm.shape[0] <= MAX_COUNT_TABLE_CLASSES:
+        header = ["true \u2193 / predicted \u2192", *names, "total"]
+        rows = [[names[i], *(int(v) for v in cm[i]), int(cm[i].sum())] for i in range(cm.shape[0])]
+        rows.append(["total", *(int(v) for v in cm.sum(axis=0)), int(cm.sum())])
+        report.add_table("Counts", header, rows)
+    else:
+        report.add_note(f"Raw counts are not tabulated for {cm.shape[0]} classes; they are in metrics.json "
+                        "(confusion_matrix).")
+
+
+def _misclassified(report: HtmlReport, metrics: Mapping,
+                   items: Sequence[tuple[Image.Image, str, str, float]] | None) -> None:
+    report.add_section("Misclassified samples")
+    if not items:
+        if metrics.get("top1") == 1.0:
+            report.add_note("No misclassified samples: every prediction was correct.")
+        else:
+            report.add_note("No images of misclassified samples are available for this dataset.")
+        return
+    grid = [(image, f"{true} \u2192 {pred} ({float(conf):.2f})") for image, true, pred, conf in items]
+    report.add_image_grid(None, grid, columns=8,
+                          caption=f"The {len(grid)} most confident mistakes: true class \u2192 predicted class "
+                                  "(softmax confidence of the prediction).")
+
+
+def _filters(report: HtmlReport, weight: torch.Tensor | None) -> None:
+    report.add_section("First-layer filters")
+    if weight is None:
+        report.add_note("The model has no convolution layer to show.")
+        return
+    shape = tuple(weight.shape)
+    if len(shape) != 4:
+        report.add_note(f"First-layer weights have shape {shape}, not (out, in, kh, kw); not shown.")
+        return
+    image = filter_grid(weight)
+    mode = "colour (RGB input channels)" if shape[1] == 3 else "grey (first input channel)"
+    report.add_image(None, image, caption=f"{shape[0]} filters of shape {shape[1]}\u00d7{shape[2]}\u00d7{shape[3]}, "
+                                          f"each min-max normalised on its own, shown in {mode}.")
+
+
+def _run_info(report: HtmlReport, run_info: Mapping | None) -> None:
+    report.add_section("Run information")
+    if not run_info:
+        report.add_note("No run information available.")
+        return
+    flat: dict[str, Any] = {}
+    for key, value in run_info.items():
+        if not isinstance(value, (Mapping, list, tuple)):
+            flat[key] = value
+        elif isinstance(value, (list, tuple)) and all(not isinstance(v, (Mapping, list, tuple)) for v in value):
+            flat[key] = " ".join(map(str, value)) if key in ("command", "argv") else list(value)
+    if flat:
+        report.add_key_values(None, flat)
+    for key, value in run_info.items():
+        if key == "config" or key in flat:
+            continue
+        if _is_flat_mapping(value) and value:
+            report.add_key_values(str(key), dict(value))
+        else:
+            report.add_json(str(key), value)
+    if "config" in run_info:
+        report.add_json("Configuration", run_info["config"])
+
+
+def build_classification_report(
+    out_path: str | Path,
+    *,
+    title: str,
+    metrics: Mapping,
+    class_names: Sequence[str],
+    log_records: Sequence[dict] | None = None,
+    misclassified_images: Sequence[tuple[Image.Image, str, str, float]] | None = None,
+    first_layer_weight: torch.Tensor | None = None,
+    model_summary: Mapping | None = None,
+    run_info: Mapping | None = None,
+) -> Path:
+    """Write the classification report for `metrics` (from ``ClassificationMeter.compute()``) to
+    `out_path` as one self-contained HTML file and return its path. Missing pieces (no log, no
+    misclassified images, no conv layer, no run info) become a short note."""
+    class_names = [str(c) for c in class_names]
+    cm = np.asarray(metrics["confusion_matrix"], dtype=np.int64) if metrics.get("confusion_matrix") is not None else None
+    if cm is not None and (cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.size == 0):
+        cm = None
+    parts = []
+    if "num_samples" in metrics:
+        parts.append(f"{int(metrics['num_samples']):,} samples")
+    parts.append(f"{len(class_names)} classes")
+    report = HtmlReport(title, subtitle="Classification report \u00b7 " + " \u00b7 ".join(parts))
+    _summary(report, metrics, model_summary)
+    _curves(report, log_records)
+    _per_class(report, metrics, class_names, cm)
+    _confusion(report, class_names, cm)
+    _misclassified(report, metrics, misclassified_images)
+    _filters(report, first_layer_weight)
+    _run_info(report, run_info)
+    return report.write(out_path)

@@ -1,0 +1,169 @@
+"""Classification as the shared engine sees it: ImageFolder or shapes data with transforms.v2
+augmentation, cross-entropy with label smoothing, top-k / per-class metrics."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import v2
+
+from visionzoo.factory import create_model
+from visionzoo.tasks.base import Accumulator, Task
+
+
+@dataclass
+class ClassificationAugment:
+    enabled: bool = True
+    scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop area range
+    ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
+    hflip: float = 0.5
+    vflip: float = 0.0
+    rotation: float = 0.0  # max degrees
+    color_jitter: float = 0.0  # brightness/contrast/saturation strength
+    random_erasing: float = 0.0  # probability
+
+
+@dataclass
+class ClassificationLoss:
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class ClassificationEval:
+    topk: list[int] = field(default_factory=lambda: [1, 5])
+    misclassified_in_report: int = 32
+
+
+def build_transforms(cfg, train: bool):
+    d, aug = cfg.data, cfg.data.augment
+    interp = {"nearest": v2.InterpolationMode.NEAREST, "bilinear": v2.InterpolationMode.BILINEAR,
+              "bicubic": v2.InterpolationMode.BICUBIC}[d.interpolation]
+    ops: list = [v2.ToImage()]
+    if train and aug.enabled:
+        ops.append(v2.RandomResizedCrop(d.input_size, scale=tuple(aug.scale), ratio=tuple(aug.ratio),
+                                        interpolation=interp, antialias=True))
+        if aug.hflip > 0:
+            ops.append(v2.RandomHorizontalFlip(aug.hflip))
+        if aug.vflip > 0:
+            ops.append(v2.RandomVerticalFlip(aug.vflip))
+        if aug.rotation > 0:
+            ops.append(v2.RandomRotation(aug.rotation, interpolation=interp))
+        if aug.color_jitter > 0:
+            s = aug.color_jitter
+            ops.append(v2.ColorJitter(brightness=s, contrast=s, saturation=s))
+    else:
+        resize = int(round(d.input_size / d.crop_pct))
+        ops += [v2.Resize(resize, interpolation=interp, antialias=True), v2.CenterCrop(d.input_size)]
+    ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(d.mean, d.std)]
+    if train and aug.enabled and aug.random_erasing > 0:
+        ops.append(v2.RandomErasing(aug.random_erasing))
+    return v2.Compose(ops)
+
+
+class ClassificationAccumulator(Accumulator):
+    def __init__(self, num_classes: int, class_names, topk):
+        from visionzoo.tasks.classification.metrics import ClassificationMeter
+
+        self.meter = ClassificationMeter(num_classes, class_names, topk=tuple(topk))
+
+    def update(self, batch, outputs, indices) -> None:
+        _, targets = batch
+        self.meter.update(outputs.float(), targets, indices=torch.as_tensor(indices, dtype=torch.long))
+
+    def compute(self) -> dict:
+        return self.meter.compute()
+
+    def state_tensors(self):
+        return self.meter.state_tensors()
+
+    def load_state_tensors(self, tensors) -> None:
+        self.meter.load_state_tensors(tensors)
+
+
+class ClassificationTask(Task):
+    name = "classification"
+    loss_config = ClassificationLoss
+    eval_config = ClassificationEval
+    augment_config = ClassificationAugment
+    primary_metric = "top1"
+    higher_is_better = True
+
+    def build_dataset(self, cfg, split, train, class_names=None):
+        d = cfg.data
+        transform = build_transforms(cfg, train)
+        if d.dataset == "image_folder":
+            from visionzoo.datasets.folder import ImageFolderDataset
+
+            if not d.root:
+                raise ValueError("data.root is required for data.dataset = image_folder")
+            return ImageFolderDataset(Path(d.root) / split, transform=transform, on_corrupt=d.on_corrupt,
+                                      max_image_pixels=d.max_image_pixels, classes=class_names, **d.params)
+        if d.dataset == "shapes":
+            from visionzoo.datasets.shapes import ShapesClassification
+
+            return ShapesClassification(split=split, image_size=d.params.get("image_size", d.input_size),
+                                        transform=transform,
+                                        **{k: v for k, v in d.params.items() if k != "image_size"})
+        raise ValueError(f"data.dataset = {d.dataset!r} is not a classification dataset; "
+                         "expected 'image_folder' or 'shapes'")
+
+    def to_device(self, batch, device, channels_last):
+        images, targets = batch
+        images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, targets.to(device, non_blocking=True)
+
+    def batch_size_of(self, batch) -> int:
+        return batch[0].shape[0]
+
+    def build_model(self, cfg, train_set):
+        num_classes = cfg.model.num_classes
+        if num_classes is None and train_set is not None:
+            num_classes = len(train_set.classes)
+        return create_model(cfg.model.name, weights=cfg.model.weights, num_classes=num_classes, **cfg.model.kwargs)
+
+    def model_meta(self, cfg, dataset) -> dict:
+        d = cfg.data
+        return {
+            "class_names": list(dataset.classes) if dataset is not None else None,
+            "input_size": [3, d.input_size, d.input_size],
+            "mean": list(d.mean),
+            "std": list(d.std),
+            "interpolation": d.interpolation,
+            "crop_pct": d.crop_pct,
+        }
+
+    def training_losses(self, model, batch, phase, cfg):
+        images, targets = batch
+        logits = model(images)
+        return {"loss": F.cross_entropy(logits, targets, label_smoothing=cfg.loss.label_smoothing)}
+
+    def new_accumulator(self, cfg, dataset):
+        names = list(dataset.classes)
+        return ClassificationAccumulator(len(names), names, cfg.eval.topk)
+
+    def eval_outputs(self, model, batch, cfg):
+        return model(batch[0])
+
+    def scalar_metrics(self, metrics: dict) -> dict[str, float]:
+        keys = [k for k in metrics if k.startswith("top")] + ["loss", "macro_f1"]
+        return {k: float(metrics[k]) for k in keys if k in metrics}
+
+    def write_report(self, out_path: Path, *, metrics, dataset, accumulator, model, model_summary, log_records,
+                     run_info, cfg, title) -> Path:
+        from visionzoo.tasks.classification.report import build_classification_report
+
+        names = list(dataset.classes)
+        wrong = []
+        for index, target, pred, conf in accumulator.meter.misclassified(cfg.eval.misclassified_in_report):
+            image = dataset.load_image(index) if hasattr(dataset, "load_image") else None
+            if image is not None:
+                wrong.append((image, names[target], names[pred], float(conf)))
+        first_conv = next((m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+        return build_classification_report(
+            out_path, title=title, metrics=metrics, class_names=names, log_records=log_records,
+            misclassified_images=wrong, first_layer_weight=None if first_conv is None else first_conv.detach().cpu(),
+            model_summary=model_summary, run_info=run_info)

@@ -1,0 +1,284 @@
+"""Finding, verifying, reading and applying weight files. Never unpickles.
+
+Lookup order for `create_model(name, weights=W)`:
+  1. W is an existing file path (.safetensors, or .pt/.pth read with torch.load(weights_only=True));
+  2. the repository's `weights/` folder:             weights/<model>.<W>.safetensors (or W as a file name);
+  3. the user cache `$VISIONZOO_HOME/weights/` (default ~/.cache/visionzoo/weights), same names;
+  4. W = "torchvision:<TAG>" for torchvision-compatible models: torchvision's official file in
+     `$TORCH_HOME/hub/checkpoints/` (torch.hub.get_dir()), verified against the sha256 prefix in its name.
+Nothing is ever downloaded: a missing file is an error naming the file, every place searched and the URL.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+REPO_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+TORCHVISION_PREFIX = "torchvision:"
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+
+
+class WeightsError(ValueError):
+    """Weights could not be found, verified, read or applied; the message says what and where."""
+
+
+def user_cache_dir() -> Path:
+    home = os.environ.get("VISIONZOO_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "visionzoo")
+    return Path(home) / "weights"
+
+
+def torch_hub_checkpoints_dir() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+@dataclass
+class ResolvedWeights:
+    """A weight file on disk and what is known about it (its model card, if any)."""
+
+    path: Path
+    source: str  # "path", "repo", "cache" or "torchvision"
+    tag: str | None = None
+    card: dict = field(default_factory=dict)
+    expected_sha256: str | None = None  # full hex digest or prefix
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def card_path_for(weight_path: Path) -> Path:
+    return weight_path.with_suffix(".json")
+
+
+def read_card(weight_path: Path) -> dict:
+    card_file = card_path_for(weight_path)
+    if not card_file.is_file():
+        return {}
+    try:
+        return json.loads(card_file.read_text())
+    except json.JSONDecodeError as e:
+        raise WeightsError(f"model card {card_file} is not valid JSON: {e}") from e
+
+
+def _torchvision_weight_enum(model_name: str, tv_name: str | None, tag: str):
+    if tv_name is None:
+        raise WeightsError(f"model {model_name!r} has no torchvision counterpart, so 'torchvision:{tag}' cannot apply")
+    from torchvision.models import get_model_weights
+
+    enum = get_model_weights(tv_name)
+    if tag == "DEFAULT":
+        return enum.DEFAULT
+    try:
+        return enum[tag]
+    except KeyError:
+        valid = ", ".join(["DEFAULT", *(w.name for w in enum)])
+        raise WeightsError(f"torchvision has no weights {tag!r} for {tv_name}; valid tags: {valid}") from None
+
+
+def resolve_weights(model_name: str, weights: str | os.PathLike, tv_name: str | None = None) -> ResolvedWeights:
+    """Find a weight file for `model_name` following the documented lookup order."""
+    spec = os.fspath(weights)
+    if spec.startswith(TORCHVISION_PREFIX):
+        tag = spec[len(TORCHVISION_PREFIX):]
+        w = _torchvision_weight_enum(model_name, tv_name, tag)
+        filename = w.url.rsplit("/", 1)[-1]
+        path = torch_hub_checkpoints_dir() / filename
+        if not path.is_file():
+            raise WeightsError(
+                f"official torchvision weights {tv_name}:{w.name} not found.\n"
+                f"  missing file: {filename}\n  searched: {path}\n"
+                f"  download it from {w.url} and put it in {path.parent} (or set TORCH_HOME)."
+            )
+        match = re.search(r"-([a-f0-9]{6,})\.", filename)
+        meta = dict(w.meta)
+        card = {
+            "model": model_name,
+            "tag": spec,
+            "source": "torchvision",
+            "url": w.url,
+            "num_classes": len(meta.get("categories") or []) or None,
+            "class_names": meta.get("categories"),
+            "metrics": meta.get("_metrics", {}),
+            "recipe": meta.get("recipe"),
+        }
+        transforms = w.transforms()
+        for key in ("mean", "std"):
+            if hasattr(transforms, key):
+                card[key] = list(getattr(transforms, key))
+        if hasattr(transforms, "crop_size"):
+            card["input_size"] = [3, *([transforms.crop_size[0]] * 2)]
+        return ResolvedWeights(path, "torchvision", spec, card, match.group(1) if match else None)
+
+    searched: list[str] = []
+    direct = Path(spec).expanduser()
+    searched.append(str(direct))
+    if direct.is_file():
+        return ResolvedWeights(direct, "path", None, read_card(direct))
+
+    looks_like_path = os.sep in spec or spec.endswith(WEIGHT_SUFFIXES)
+    candidates = [spec] if spec.endswith(WEIGHT_SUFFIXES) else [f"{model_name}.{spec}.safetensors", spec]
+    if not looks_like_path or spec.endswith(WEIGHT_SUFFIXES):
+        for source, folder in (("repo", REPO_WEIGHTS_DIR), ("cache", user_cache_dir())):
+            for fname in candidates:
+                path = folder / Path(fname).name
+                searched.append(str(path))
+                if path.is_file():
+                    card = read_card(path)
+                    if card.get("model") not in (None, model_name):
+                        raise WeightsError(
+                            f"{path} is a {card.get('model')!r} weight file (per its model card), not {model_name!r}"
+                        )
+                    return ResolvedWeights(path, source, spec, card, card.get("sha256"))
+    tried = "\n    ".join(dict.fromkeys(searched))
+    raise WeightsError(
+        f"weights {spec!r} for model {model_name!r} not found. Searched, in order:\n    {tried}\n"
+        f"  Pass a file path, put <model>.<tag>.safetensors in {REPO_WEIGHTS_DIR} or {user_cache_dir()} "
+        f"(set VISIONZOO_HOME to move the cache), or use 'torchvision:<TAG>' for torchvision's official files."
+        + (f" Available: {', '.join(available_weights(model_name))}" if available_weights(model_name) else "")
+    )
+
+
+def verify_sha256(resolved: ResolvedWeights) -> None:
+    expected = resolved.expected_sha256
+    if not expected:
+        return
+    actual = sha256_file(resolved.path)
+    if not actual.startswith(expected.lower()):
+        raise WeightsError(
+            f"{resolved.path}: sha256 mismatch (expected {expected}..., file has {actual}); "
+            "the file is corrupt or not the one its name/model card says. Delete it and fetch it again."
+        )
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read tensors from a safetensors file, or from a .pt/.pth file WITHOUT unpickling arbitrary objects.
+
+    Trainer checkpoints (a dict with a 'model' entry) are accepted too; an EMA copy is preferred.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as e:  # safetensors raises its own error types, which differ across versions
+            raise WeightsError(f"{path}: not a readable safetensors file ({e})") from e
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise WeightsError(
+            f"{path}: refused to load: the file contains pickled Python objects other than tensors, which could "
+            f"run arbitrary code. visionzoo only reads plain state dicts (torch.load(weights_only=True)) and "
+            f"safetensors files. Details: {str(e).splitlines()[0]}"
+        ) from None
+    except (RuntimeError, OSError, EOFError) as e:
+        raise WeightsError(f"{path}: not a readable PyTorch weight file ({e})") from e
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj.get("ema") if isinstance(obj.get("ema"), dict) and obj.get("ema") else obj["model"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path}: expected a state dict (parameter name -> tensor), found {type(obj).__name__}")
+    return obj
+
+
+def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop wrappers' prefixes (DDP's 'module.', torch.compile's '_orig_mod.')."""
+    out = {}
+    for k, v in state.items():
+        for prefix in ("module.", "_orig_mod."):
+            while k.startswith(prefix):
+                k = k[len(prefix):]
+        out[k] = v
+    return out
+
+
+def apply_state_dict(
+    model: nn.Module, state: dict[str, torch.Tensor], head_prefixes: tuple[str, ...], source: str
+) -> list[str]:
+    """Load `state` strictly, except that a class-count mismatch confined to the head re-initialises the
+    head (with a warning). Returns the names of the replaced head tensors. Any other mismatch is an error
+    listing every mismatched key and shape."""
+    state = strip_prefixes(state)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shape_mismatch = [k for k in own if k in state and own[k].shape != state[k].shape]
+    in_head = lambda k: any(k.startswith(p) for p in head_prefixes)  # noqa: E731
+    replaced = [k for k in shape_mismatch if in_head(k)]
+    others = [k for k in shape_mismatch if not in_head(k)]
+    if missing or unexpected or others:
+        lines = [f"weights {source} do not fit {type(model).__name__}:"]
+        lines += [f"  missing from the file: {k} {tuple(own[k].shape)}" for k in missing]
+        lines += [f"  unexpected in the file: {k} {tuple(state[k].shape)}" for k in unexpected]
+        lines += [
+            f"  shape mismatch: {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+            for k in others + replaced
+        ]
+        raise WeightsError("\n".join(lines))
+    if replaced:
+        for k in replaced:
+            state.pop(k)
+        warnings.warn(
+            f"weights {source}: class count differs from the model's head; kept every other layer and "
+            f"re-initialised the head ({', '.join(replaced)})",
+            stacklevel=3,
+        )
+        model.load_state_dict(state, strict=False)
+    else:
+        model.load_state_dict(state, strict=True)
+    return replaced
+
+
+def head_num_classes(state: dict[str, torch.Tensor], head_prefixes: tuple[str, ...]) -> int | None:
+    """The class count implied by a state dict's head bias (or weight), if the head is found."""
+    for prefix in head_prefixes:
+        for key in (prefix + "bias", prefix + "weight"):
+            if key in state:
+                return int(state[key].shape[0])
+    return None
+
+
+def available_weights(model_name: str) -> dict[str, dict]:
+    """Weights this model can load without a path: model cards in the repo and the user cache, and
+    torchvision's official tags (with whether the file is present locally)."""
+    from visionzoo.registry import get_entry
+
+    out: dict[str, dict] = {}
+    for source, folder in (("repo", REPO_WEIGHTS_DIR), ("cache", user_cache_dir())):
+        if not folder.is_dir():
+            continue
+        for card_file in sorted(folder.glob(f"{model_name}.*.json")):
+            try:
+                card = json.loads(card_file.read_text())
+            except json.JSONDecodeError:
+                continue
+            tag = card.get("tag") or card_file.stem.split(".", 1)[1]
+            out.setdefault(tag, {"source": source, "file": str(card_file.with_suffix(".safetensors")),
+                                 "metrics": card.get("metrics", {}), "num_classes": card.get("num_classes")})
+    tv_name = get_entry(model_name).torchvision_name
+    if tv_name:
+        from torchvision.models import get_model_weights
+
+        for w in get_model_weights(tv_name):
+            filename = w.url.rsplit("/", 1)[-1]
+            out[TORCHVISION_PREFIX + w.name] = {
+                "source": "torchvision",
+                "file": filename,
+                "url": w.url,
+                "present": (torch_hub_checkpoints_dir() / filename).is_file(),
+                "metrics": dict(w.meta.get("_metrics", {})),
+                "num_classes": len(w.meta.get("categories") or []),
+            }
+    return out
