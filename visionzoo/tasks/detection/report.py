@@ -1,0 +1,488 @@
+"""The detection report: one self-contained HTML file built from CocoEvaluator metrics (COCO numbers per
+iou type, per-class AP, precision-recall curves), example images with ground-truth and predicted boxes
+/ masks, the run log and run information. :func:`draw_detections` is reusable on its own."""
+from __future__ import annotations
+
+import math
+import numbers
+import zlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from visionzoo.reports.figures import new_figure, training_curves
+from visionzoo.reports.html import HtmlReport, escape
+
+__all__ = ["build_detection_report", "draw_detections"]
+
+IOU_TYPE_TITLES = {"bbox": "box", "segm": "mask"}
+METRIC_DESCRIPTIONS = {
+    "AP": "AP @ IoU 0.50:0.95 (primary COCO metric)",
+    "AP50": "AP @ IoU 0.50 (PASCAL-style)",
+    "AP75": "AP @ IoU 0.75 (strict)",
+    "APs": "AP, small objects (area < 32\u00b2 px)",
+    "APm": "AP, medium objects (32\u00b2 \u2013 96\u00b2 px)",
+    "APl": "AP, large objects (area > 96\u00b2 px)",
+    "AR1": "AR, 1 detection per image",
+    "AR10": "AR, 10 detections per image",
+    "AR100": "AR, 100 detections per image",
+    "ARs": "AR, small objects",
+    "ARm": "AR, medium objects",
+    "ARl": "AR, large objects",
+}
+METRIC_NAMES = tuple(METRIC_DESCRIPTIONS)
+
+GT_COLOR = "#00c853"      # ground truth: green, dashed
+PRED_COLOR = "#ff1f8f"    # predictions: magenta, solid
+PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
+           "#fabed4", "#469990", "#dcbeff", "#9a6324", "#fffac8", "#800000", "#aaffc3", "#808000",
+           "#ffd8b1", "#000075", "#a9a9a9", "#ffe119"]
+# lines on white: matplotlib's tab20, the dark shades first
+LINE_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+               "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
+               "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5"]
+MAX_PR_CLASSES = 20
+MAX_AP_BARS = 80
+MAX_DRAWN_PREDICTIONS = 50
+
+
+# ---- drawing --------------------------------------------------------------------------------------
+def _rgb(color: str | Sequence[int]) -> tuple[int, int, int]:
+    if isinstance(color, str):
+        c = color.lstrip("#")
+        return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
+    return tuple(int(v) for v in color[:3])  # type: ignore[return-value]
+
+
+def label_color(label: Any) -> tuple[int, int, int]:
+    """A stable colour for a label (name or id), the same in every image and run."""
+    return _rgb(PALETTE[zlib.crc32(str(label).encode("utf-8")) % len(PALETTE)])
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow < 10.1 or no FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _to_numpy(x: Any, dtype=None) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu()
+        if x.is_floating_point():
+            x = x.float()
+        x = x.numpy()
+    return np.asarray(x, dtype=dtype)
+
+
+def _mask_array(masks: Any, n: int, size: tuple[int, int], threshold: float = 0.5) -> np.ndarray | None:
+    """(N, H, W) bool at the image size from (N, 1, H, W) / (N, H, W) probabilities or bools."""
+    if masks is None:
+        return None
+    m = _to_numpy(masks)
+    if m.ndim == 4:
+        m = m[:, 0]
+    if m.ndim == 2:
+        m = m[None]
+    if m.ndim != 3 or m.shape[0] != n:
+        raise ValueError(f"expected {n} masks of shape (H, W), got masks of shape {m.shape}")
+    m = m if m.dtype == np.bool_ else m > threshold
+    w, h = size
+    if m.shape[1:] != (h, w):
+        m = np.stack([np.asarray(Image.fromarray(x.astype(np.uint8) * 255).resize((w, h), Image.Resampling.NEAREST))
+                      > 127 for x in m]) if n else np.zeros((0, h, w), dtype=bool)
+    return m
+
+
+def _dashed_rectangle(draw: ImageDraw.ImageDraw, box: Sequence[float], color, width: int, dash: int) -> None:
+    x1, y1, x2, y2 = box
+    for (ax, ay, bx, by) in ((x1, y1, x2, y1), (x2, y1, x2, y2), (x2, y2, x1, y2), (x1, y2, x1, y1)):
+        length = math.hypot(bx - ax, by - ay)
+        if length == 0:
+            continue
+        steps = max(1, int(length // (2 * dash)) + 1)
+        for i in range(steps):
+            s = min(1.0, (2 * i * dash) / length)
+            e = min(1.0, (2 * i * dash + dash) / length)
+            if e <= s:
+                break
+            draw.line([(ax + (bx - ax) * s, ay + (by - ay) * s), (ax + (bx - ax) * e, ay + (by - ay) * e)],
+                      fill=color, width=width)
+
+
+def draw_detections(image: Image.Image, boxes, labels, scores=None, masks=None, color_by_label: bool = True, *,
+                    color: str | Sequence[int] = PRED_COLOR, dashed: bool = False, line_width: int | None = None,
+                    font_size: int | None = None, mask_alpha: float = 0.45, show_text: bool = True,
+                    text_position: str = "top") -> Image.Image:
+    """A copy of `image` (RGB) with the boxes (N, 4 XYXY in image coordinates) outlined and captioned
+    with their label (name or id) and score (when given); masks ((N, 1, H, W) probabilities or
+    (N, H, W) bools, thresholded at 0.5; resized when not at the image size) are overlaid
+    translucently. Colours are per label (stable across images) with `color_by_label`, else `color`.
+    Captions sit above the box's top-left corner (`text_position` "top") or below its bottom-left
+    corner ("bottom"), moved inside the image where needed."""
+    if text_position not in ("top", "bottom"):
+        raise ValueError(f"text_position must be 'top' or 'bottom', got {text_position!r}")
+    out = image.convert("RGB")
+    w, h = out.size
+    boxes = _to_numpy(boxes, np.float64).reshape(-1, 4)
+    n = boxes.shape[0]
+    labels = list(labels.tolist() if hasattr(labels, "tolist") else labels)
+    if len(labels) != n:
+        raise ValueError(f"{len(labels)} labels for {n} boxes")
+    score_list = None if scores is None else [float(s) for s in _to_numpy(scores, np.float64).reshape(-1)]
+    if score_list is not None and len(score_list) != n:
+        raise ValueError(f"{len(score_list)} scores for {n} boxes")
+    colors = [label_color(lab) if color_by_label else _rgb(color) for lab in labels]
+    mask_arr = _mask_array(masks, n, (w, h))
+    if mask_arr is not None and n:
+        base = np.asarray(out, dtype=np.float32)
+        for m, c in zip(mask_arr, colors):
+            base[m] = base[m] * (1 - mask_alpha) + np.asarray(c, dtype=np.float32) * mask_alpha
+        out = Image.fromarray(base.round().clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(out)
+    lw = line_width or max(1, round(max(w, h) / 220))
+    fs = font_size or max(10, round(max(w, h) / 36))
+    font = _font(fs)
+    for i in range(n):
+        x1, y1, x2, y2 = (float(v) for v in boxes[i])
+        c = colors[i]
+        if dashed:
+            _dashed_rectangle(draw, (x1, y1, x2, y2), c, lw, dash=max(3, 3 * lw))
+        else:
+            draw.rectangle((x1, y1, max(x1, x2), max(y1, y2)), outline=c, width=lw)
+        if not show_text:
+            continue
+        text = str(labels[i]) + (f" {score_list[i]:.2f}" if score_list is not None else "")
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        tw, th = right - left + 4, bottom - top + 3
+        tx = min(max(0.0, x1), max(0.0, w - tw))
+        if text_position == "top":
+            ty = y1 - th if y1 - th >= 0 else min(max(0.0, y1), max(0.0, h - th))
+        else:
+            ty = y2 if y2 + th <= h else max(0.0, min(y2, h) - th)
+        draw.rectangle((tx, ty, tx + tw, ty + th), fill=c)
+        light = 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2] > 150
+        draw.text((tx + 2 - left, ty + 1 - top), text, fill=(0, 0, 0) if light else (255, 255, 255), font=font)
+    return out
+
+
+def _scaled(image: Image.Image, target: Mapping, scale: float, size: tuple[int, int]) -> dict:
+    boxes = _to_numpy(target.get("boxes", np.zeros((0, 4))), np.float64).reshape(-1, 4) * scale
+    labels = target.get("labels", [])
+    labels = [str(v) for v in (labels.tolist() if hasattr(labels, "tolist") else labels)]
+    out = {"boxes": boxes, "labels": labels, "scores": target.get("scores")}
+    if target.get("masks") is not None:
+        out["masks"] = _mask_array(target["masks"], boxes.shape[0], size)
+    return out
+
+
+def _example_image(image: Image.Image, gt: Mapping, pred: Mapping, score_threshold: float,
+                   min_side: int = 384, max_side: int = 640) -> tuple[Image.Image, str]:
+    """Ground truth (green, dashed) and predictions (magenta) drawn on the image, resized so that its
+    longer side is in [min_side, max_side]; plus a caption."""
+    w, h = image.size
+    longest = max(w, h, 1)
+    scale = min(max(longest, min_side), max_side) / longest
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    resample = Image.Resampling.NEAREST if scale >= 2 else Image.Resampling.LANCZOS
+    canvas = image.convert("RGB").resize(size, resample) if scale != 1 else image.convert("RGB")
+    g = _scaled(image, gt, scale, size)
+    p = _scaled(image, pred, scale, size)
+    scores = (np.ones(len(p["labels"])) if p["scores"] is None
+              else _to_numpy(p["scores"], np.float64).reshape(-1))
+    order = [i for i in np.argsort(-scores, kind="stable") if scores[i] >= score_threshold][:MAX_DRAWN_PREDICTIONS]
+    canvas = draw_detections(canvas, g["boxes"], g["labels"], masks=g.get("masks"), color_by_label=False,
+                             color=GT_COLOR, dashed=True, text_position="bottom")
+    p_masks = p.get("masks")
+    canvas = draw_detections(canvas, p["boxes"][order], [p["labels"][i] for i in order],
+                             scores=scores[order] if p["scores"] is not None else None,
+                             masks=p_masks[order] if p_masks is not None else None, color_by_label=False,
+                             color=PRED_COLOR)
+    parts = []
+    if gt.get("image_id") is not None:
+        parts.append(f"image {gt['image_id']}")
+    parts.append(f"{len(g['labels'])} ground truth")
+    parts.append(f"{len(order)} of {len(p['labels'])} predictions shown (score \u2265 {score_threshold:g})")
+    return canvas, " \u00b7 ".join(parts)
+
+
+# ---- figures --------------------------------------------------------------------------------------
+def _style(ax, title: str, xlabel: str, ylabel: str) -> None:
+    ax.set_title(title, fontsize=11)
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.grid(True, alpha=0.3, linewidth=0.6)
+    ax.tick_params(labelsize=8)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def _truncate(text: str, width: int = 18) -> str:
+    """Shortened in the middle, so that names differing only at the end stay distinguishable."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2 + (width - 1) % 2
+    return text[:head] + "\u2026" + text[len(text) - (width - 1 - head):]
+
+
+def _ap_bars(names: Sequence[str], ap: Sequence[float], ap50: Sequence[float], title: str):
+    n = len(names)
+    fig = new_figure(float(np.clip(0.32 * n + 2.5, 5.5, 15.0)), 3.3)
+    ax = fig.add_subplot()
+    x = np.arange(n)
+    ax.bar(x - 0.2, ap50, width=0.4, color="#9ecae9", label="AP50")
+    ax.bar(x + 0.2, ap, width=0.4, color="#4c78a8", label="AP@[.50:.95]")
+    rotate = n > 6 or any(len(s) > 10 for s in names)
+    ax.set_xticks(x, [_truncate(s) for s in names], rotation=45 if rotate else 0,
+                  ha="right" if rotate else "center", rotation_mode="anchor", fontsize=9 if n <= 30 else 7)
+    if n <= 25:
+        for xi, v in zip(x, ap):
+            ax.annotate(f"{v:.2f}", (xi + 0.2, v), textcoords="offset points", xytext=(0, 2), ha="center",
+                        va="bottom", fontsize=7)
+    ax.set_ylim(0, 1.08)
+    ax.set_xlim(-0.6, n - 0.4)
+    _style(ax, title, "", "AP")
+    ax.grid(False, axis="x")
+    ax.legend(fontsize=8, frameon=False, loc="upper right", ncols=2)
+    return fig
+
+
+def _pr_figure(pr_curves: Mapping, per_class: Mapping, iou_types: Sequence[str], order: Sequence[str]):
+    """One panel per iou type; a line per class (at most MAX_PR_CLASSES, the most frequent)."""
+    panels = []
+    for t in iou_types:
+        curves = (pr_curves.get(t) or {})
+        precision = {k: v for k, v in (curves.get("precision") or {}).items() if v is not None}
+        if precision and curves.get("recall"):
+            panels.append((t, curves, precision))
+    if not panels:
+        return None, 0
+    fig = new_figure(10.5, 3.8 * len(panels))
+    axes = fig.subplots(len(panels), 1, squeeze=False).ravel()
+    shown_max = 0
+    for ax, (t, curves, precision) in zip(axes, panels):
+        stats = per_class.get(t) or {}
+        rank = {name: i for i, name in enumerate(order)}
+        names = sorted(precision, key=lambda k: (-(stats.get(k, {}).get("num_gt") or 0), rank.get(k, 1 << 30), k))
+        names = names[:MAX_PR_CLASSES]
+        names.sort(key=lambda k: (rank.get(k, 1 << 30), k))
+        shown_max = max(shown_max, len(names))
+        recall = np.asarray(curves["recall"], dtype=np.float64)
+        cmap = [LINE_COLORS[i % len(LINE_COLORS)] for i in range(len(names))]
+        for i, name in enumerate(names):
+            ap50 = stats.get(name, {}).get("AP50")
+            label = f"{_truncate(name, 16)} ({ap50:.2f})" if isinstance(ap50, numbers.Real) else _truncate(name, 16)
+            ax.plot(recall, precision[name], color=cmap[i], linewidth=1.4, label=label)
+        ax.set_xlim(0, 1.0)
+        ax.set_ylim(0, 1.03)
+        thr = curves.get("iou_threshold", 0.5)
+        _style(ax, f"{IOU_TYPE_TITLES.get(t, t).capitalize()} precision\u2013recall at IoU {thr:g}", "recall",
+               "precision")
+        ax.legend(fontsize=7.5, frameon=False, loc="center left", bbox_to_anchor=(1.01, 0.5),
+                  title="class (AP50)", title_fontsize=8, ncols=1 if len(names) <= 14 else 2)
+    return fig, shown_max
+
+
+# ---- sections -------------------------------------------------------------------------------------
+def _value(v: Any) -> Any:
+    """-1 (undefined in COCOeval) and missing values become None (shown as a dash)."""
+    if isinstance(v, numbers.Real) and not isinstance(v, bool) and float(v) >= 0:
+        return float(v)
+    return None
+
+
+def _iou_types(metrics: Mapping) -> list[str]:
+    types = [t for t in metrics.get("iou_types") or [] if t in IOU_TYPE_TITLES]
+    if not types:
+        types = [t for t in IOU_TYPE_TITLES if f"{t}_AP" in metrics]
+    return types
+
+
+def _display(value: Any) -> Any:
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, numbers.Integral) for v in value):
+        return "\u00d7".join(str(int(v)) for v in value)
+    return value
+
+
+def _summary(report: HtmlReport, metrics: Mapping, types: Sequence[str], model_summary: Mapping | None) -> None:
+    report.add_section("Summary")
+    stats: list[tuple[str, Any]] = []
+    for t in types:
+        for name in ("AP", "AP50") if len(types) > 1 else ("AP", "AP50", "AP75"):
+            v = _value(metrics.get(f"{t}_{name}"))
+            stats.append((f"{IOU_TYPE_TITLES[t]} {name}", f"{v:.3f}" if v is not None else "\u2014"))
+    for key, label in (("num_images", "images"), ("num_detections", "detections")):
+        if isinstance(metrics.get(key), numbers.Integral):
+            stats.append((label, metrics[key]))
+    report.add_stats(stats)
+    if types:
+        header = ["metric", "meaning", *(f"{IOU_TYPE_TITLES[t]} ({t})" for t in types)]
+        rows = [[name, METRIC_DESCRIPTIONS[name], *(_value(metrics.get(f"{t}_{name}")) for t in types)]
+                for name in METRIC_NAMES]
+        report.add_table("COCO metrics", header, rows,
+                         caption="COCOeval numbers as fractions in [0, 1]; AR values are averaged over IoU "
+                                 "0.50:0.95. \u2014 where undefined (no ground truth in that area range; "
+                                 "COCOeval reports -1).")
+    else:
+        report.add_note("No COCO metrics available.")
+    summaries = metrics.get("coco_summary") or {}
+    for t in types:
+        if summaries.get(t):
+            report.add_html(f"<details><summary>COCOeval output ({escape(t)})</summary>"
+                            f"<pre>{escape(summaries[t])}</pre></details>")
+    if model_summary:
+        report.add_key_values("Model", {k: _display(v) for k, v in model_summary.items()})
+
+
+def _curves(report: HtmlReport, log_records: Sequence[dict] | None) -> None:
+    report.add_section("Training curves")
+    fig = training_curves(list(log_records)) if log_records else None
+    if fig is None:
+        report.add_note("No training log available (the model was not trained in a visionzoo run directory, "
+                        "or the log holds no train / validation records).")
+        return
+    report.add_figure(None, fig, caption="Training loss terms and learning rate per logged step; validation "
+                                         "metrics per evaluated epoch (the value at the last epoch is labelled).")
+
+
+def _class_order(class_names: Sequence[str], per_class: Mapping) -> list[str]:
+    seen = {n for t in per_class.values() for n in (t or {})}
+    return [n for n in class_names if n in seen] + sorted(seen - set(class_names))
+
+
+def _per_class(report: HtmlReport, metrics: Mapping, types: Sequence[str], order: Sequence[str]) -> None:
+    report.add_section("Per-class AP")
+    per_class = metrics.get("per_class") or {}
+    if not order:
+        report.add_note("No per-class metrics available.")
+        return
+    header = ["class", "ground truth", "detections"]
+    for t in types:
+        header += [f"{IOU_TYPE_TITLES[t]} AP", f"{IOU_TYPE_TITLES[t]} AP50"]
+    rows = []
+    for name in order:
+        first = next((per_class[t][name] for t in types if name in (per_class.get(t) or {})), {})
+        row = [name, first.get("num_gt"), first.get("num_detections")]
+        for t in types:
+            entry = (per_class.get(t) or {}).get(name, {})
+            row += [_value(entry.get("AP")), _value(entry.get("AP50"))]
+        rows.append(row)
+    report.add_table(None, header, rows,
+                     caption="AP@[.50:.95] and AP50 per category from COCOeval's precision array (all areas, "
+                             "100 detections per image); \u2014 for a category without ground truth in the "
+                             "evaluated images. Ground truth excludes crowd regions.")
+    for t in types:
+        entries = [(n, (per_class.get(t) or {}).get(n, {})) for n in order]
+        entries = [(n, e) for n, e in entries if _value(e.get("AP")) is not None]
+        if not entries:
+            continue
+        caption = None
+        if len(entries) > MAX_AP_BARS:
+            entries = sorted(entries, key=lambda p: p[1]["AP"])[:MAX_AP_BARS]
+            caption = f"The {MAX_AP_BARS} weakest of {len(order)} classes."
+        title = f"{IOU_TYPE_TITLES[t].capitalize()} AP per class"
+        fig = _ap_bars([n for n, _ in entries], [float(e["AP"]) for _, e in entries],
+                       [float(_value(e.get("AP50")) or 0.0) for _, e in entries], title)
+        report.add_figure(title, fig, caption=caption)
+
+
+def _pr_section(report: HtmlReport, metrics: Mapping, types: Sequence[str], order: Sequence[str]) -> None:
+    report.add_section("Precision\u2013recall curves")
+    fig, shown = _pr_figure(metrics.get("pr_curves") or {}, metrics.get("per_class") or {}, types, order)
+    if fig is None:
+        report.add_note("No precision-recall curves available.")
+        return
+    total = len(order)
+    more = f" Shown: the {shown} of {total} classes with the most ground truth." if total > shown else ""
+    report.add_figure(None, fig, caption="Interpolated precision at 101 recall points (COCOeval, all areas, "
+                                         "100 detections per image); the legend gives each class's AP50." + more)
+
+
+_LEGEND = (
+    '<p class="legend" style="display:flex;gap:22px;align-items:center;flex-wrap:wrap;margin:4px 0 10px">'
+    f'<span><span style="display:inline-block;width:30px;border-top:3px dashed {GT_COLOR};vertical-align:middle;'
+    'margin-right:6px"></span>ground truth, label below the box (translucent green: mask)</span>'
+    f'<span><span style="display:inline-block;width:30px;border-top:3px solid {PRED_COLOR};vertical-align:middle;'
+    'margin-right:6px"></span>prediction, label and score above the box (translucent magenta: mask)</span></p>'
+)
+
+
+def _examples(report: HtmlReport, examples, score_threshold: float) -> None:
+    report.add_section("Example detections")
+    if not examples:
+        report.add_note("No example images are available for this dataset.")
+        return
+    items = [_example_image(image, gt, pred, score_threshold) for image, gt, pred in examples]
+    report.add_html(_LEGEND)
+    report.add_image_grid(None, items, columns=2, max_size=640,
+                          caption=f"{len(items)} validation images; predictions below score {score_threshold:g} "
+                                  "are not drawn.")
+
+
+def _is_flat_mapping(value: Any) -> bool:
+    return isinstance(value, Mapping) and all(not isinstance(v, (Mapping, list, tuple)) for v in value.values())
+
+
+def _run_info(report: HtmlReport, run_info: Mapping | None) -> None:
+    report.add_section("Run information")
+    if not run_info:
+        report.add_note("No run information available.")
+        return
+    flat: dict[str, Any] = {}
+    for key, value in run_info.items():
+        if not isinstance(value, (Mapping, list, tuple)):
+            flat[key] = value
+        elif isinstance(value, (list, tuple)) and all(not isinstance(v, (Mapping, list, tuple)) for v in value):
+            flat[key] = " ".join(map(str, value)) if key in ("command", "argv") else list(value)
+    if flat:
+        report.add_key_values(None, flat)
+    for key, value in run_info.items():
+        if key == "config" or key in flat:
+            continue
+        if _is_flat_mapping(value) and value:
+            report.add_key_values(str(key), dict(value))
+        else:
+            report.add_json(str(key), value)
+    if "config" in run_info:
+        report.add_json("Configuration", run_info["config"])
+
+
+def build_detection_report(
+    out_path: str | Path,
+    *,
+    title: str,
+    metrics: Mapping,
+    class_names: Sequence[str],
+    examples: Sequence[tuple[Image.Image, Mapping, Mapping]] | None = None,
+    log_records: Sequence[dict] | None = None,
+    model_summary: Mapping | None = None,
+    run_info: Mapping | None = None,
+    score_threshold: float = 0.5,
+) -> Path:
+    """Write the detection report for `metrics` (from ``CocoEvaluator.compute()``) to `out_path` as one
+    self-contained HTML file and return its path.
+
+    `examples` are (image, ground truth, prediction) with ``boxes`` (N, 4 XYXY in image coordinates),
+    ``labels`` (names), prediction ``scores`` and optional ``masks``; a ground truth's optional
+    ``image_id`` goes into the caption. Predictions scoring below `score_threshold` are not drawn.
+    Missing pieces (no log, no examples, no run info) become a short note."""
+    class_names = [str(c) for c in class_names]
+    types = _iou_types(metrics)
+    order = _class_order(class_names, metrics.get("per_class") or {})
+    parts = []
+    if isinstance(metrics.get("num_images"), numbers.Integral):
+        parts.append(f"{int(metrics['num_images']):,} images")
+    parts.append(f"{len(class_names)} classes")
+    if types:
+        parts.append(" + ".join(IOU_TYPE_TITLES[t] for t in types) + " AP")
+    report = HtmlReport(title, subtitle="Detection report \u00b7 " + " \u00b7 ".join(parts))
+    _summary(report, metrics, types, model_summary)
+    _curves(report, log_records)
+    _per_class(report, metrics, types, order)
+    _pr_section(report, metrics, types, order)
+    _examples(report, examples, score_threshold)
+    _run_info(report, run_info)
+    return report.write(out_path)
