@@ -45,10 +45,13 @@ def plain_round(model, optimizer, loader, steps: int, label_smoothing: float) ->
 
 
 def trainer_round(trainer: Trainer) -> float:
+    """One capped epoch of the shared trainer (the same code path train.py runs), as images/s."""
+    trainer.pos.epoch += 1  # a fresh epoch each round: new permutation, position 0
+    trainer.pos.batch_in_epoch = 0
     start = time.perf_counter()
-    stats = trainer.train_epoch()
+    trainer.train_epoch()
     elapsed = time.perf_counter() - start
-    return trainer.steps_per_epoch * trainer.cfg.data.batch_size / elapsed if stats else 0.0
+    return trainer.steps_per_epoch * trainer.cfg.data.batch_size / elapsed
 
 
 def main(argv=None) -> int:
@@ -71,6 +74,7 @@ def main(argv=None) -> int:
             f"model.name={args.model}", f"data.root={data_root}", f"data.input_size={args.size}",
             f"data.batch_size={args.batch}", f"data.num_workers={args.workers}", "data.val_split=null",
             f"train.max_steps_per_epoch={args.steps}", "train.epochs=1000", "train.ema.enabled=false",
+            "train.channels_last=false",  # the plain loop runs NCHW; compare like with like
         ])
         torch.manual_seed(0)
         trainer = Trainer(cfg, Path(tmp) / "run", show_progress=True)
