@@ -29,9 +29,9 @@ def test_model_card_is_complete_and_matches_the_file():
 
 
 def test_shipped_resnet18_classifies_fresh_shapes():
+    from visionzoo.config import validate
     from visionzoo.datasets.shapes import ShapesClassification
     from visionzoo.tasks.classification.task import build_transforms
-    from visionzoo.config import validate
 
     model = visionzoo.create_model("resnet18", weights="shapes").eval()
     cfg = validate(json.loads(WEIGHTS.with_suffix(".json").read_text())["config"])
