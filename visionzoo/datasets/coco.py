@@ -16,13 +16,18 @@ from pathlib import Path
 from typing import Callable, Union
 
 import numpy as np
-import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from visionzoo.datasets.common import DEFAULT_MAX_IMAGE_PIXELS, ImageReadError, SkippedSample, open_image_rgb
-from visionzoo.datasets.detection import SafeJoiner, make_target, sanitize_boxes, to_image, warn_dropped
+from visionzoo.datasets.common import DEFAULT_MAX_IMAGE_PIXELS, ImageReadError, open_image_rgb
+from visionzoo.datasets.detection import (
+    DetectionDataset,
+    SafeJoiner,
+    make_target,
+    sanitize_boxes,
+    warn_dropped,
+)
 
 ON_CORRUPT = ("error", "skip")
 
@@ -175,7 +180,7 @@ def decode_segmentation(segm, height: int, width: int) -> np.ndarray:
     return np.ascontiguousarray(mask_utils.decode(segmentation_to_rle(segm, height, width)), dtype=np.uint8)
 
 
-class CocoDetection(torch.utils.data.Dataset):
+class CocoDetection(DetectionDataset):
     """A COCO-format detection dataset.
 
     Args:
@@ -320,19 +325,6 @@ class CocoDetection(torch.utils.data.Dataset):
                                      f"annotation ids {ann_ids} ({e})") from e
         return make_target(self._boxes[lo:hi], self._labels[lo:hi], (h, w), iid,
                            iscrowd=self._iscrowd[lo:hi], area=self._area[lo:hi], masks=masks)
-
-    def __getitem__(self, index: int):
-        index = range(len(self))[index]  # IndexError when out of range
-        try:
-            pil = self.load_image(index)
-        except ImageReadError as e:
-            if self.on_corrupt == "skip":
-                return SkippedSample(str(self._paths[index]), str(e))
-            raise
-        image, target = to_image(pil), self.load_target(index)
-        if self.transform is not None:
-            image, target = self.transform(image, target)
-        return image, target
 
     def __repr__(self) -> str:
         n_ann = len(self._ann_ids)

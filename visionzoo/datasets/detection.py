@@ -28,6 +28,8 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from visionzoo.datasets.common import ImageReadError, SkippedSample
+
 # Per-instance fields filtered together with the boxes (besides masks, which v2 finds by type).
 PER_INSTANCE_KEYS = ("labels", "iscrowd", "area", "difficult")
 
@@ -241,3 +243,22 @@ def build_detection_transforms(
     ops += [v2.ToDtype(torch.float32, scale=True),
             v2.SanitizeBoundingBoxes(min_size=min_box_size, labels_getter=per_instance_fields)]
     return v2.Compose(ops)
+
+
+class DetectionDataset(torch.utils.data.Dataset):
+    """What every detection dataset's __getitem__ does: decode the image (or skip it when unreadable and
+    on_corrupt is "skip"), build its target, apply the joint image/target transform. Subclasses provide
+    load_image(i), load_target(i), `_paths`, `on_corrupt` and `transform`."""
+
+    def __getitem__(self, index: int):
+        index = range(len(self))[index]  # IndexError when out of range
+        try:
+            pil = self.load_image(index)
+        except ImageReadError as e:
+            if self.on_corrupt == "skip":
+                return SkippedSample(str(self._paths[index]), str(e))
+            raise
+        image, target = to_image(pil), self.load_target(index)
+        if self.transform is not None:
+            image, target = self.transform(image, target)
+        return image, target

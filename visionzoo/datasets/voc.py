@@ -16,11 +16,16 @@ from pathlib import Path
 from typing import Callable, Sequence, Union
 
 import numpy as np
-import torch
 from PIL import Image
 
-from visionzoo.datasets.common import DEFAULT_MAX_IMAGE_PIXELS, ImageReadError, SkippedSample, open_image_rgb
-from visionzoo.datasets.detection import SafeJoiner, make_target, sanitize_boxes, to_image, warn_dropped
+from visionzoo.datasets.common import DEFAULT_MAX_IMAGE_PIXELS, ImageReadError, open_image_rgb
+from visionzoo.datasets.detection import (
+    DetectionDataset,
+    SafeJoiner,
+    make_target,
+    sanitize_boxes,
+    warn_dropped,
+)
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -99,7 +104,7 @@ def parse_voc_annotation(path: Union[str, os.PathLike], class_to_label: dict[str
     }
 
 
-class VOCDetection(torch.utils.data.Dataset):
+class VOCDetection(DetectionDataset):
     """Pascal VOC detection.
 
     Args:
@@ -223,19 +228,6 @@ class VOCDetection(torch.utils.data.Dataset):
         if not self.keep_difficult:
             a = {k: v[~a["difficult"]] for k, v in a.items()}
         return make_target(a["boxes"], a["labels"], self._sizes[index], index, difficult=a["difficult"])
-
-    def __getitem__(self, index: int):
-        index = range(len(self))[index]  # IndexError when out of range
-        try:
-            pil = self.load_image(index)
-        except ImageReadError as e:
-            if self.on_corrupt == "skip":
-                return SkippedSample(str(self._paths[index]), str(e))
-            raise
-        image, target = to_image(pil), self.load_target(index)
-        if self.transform is not None:
-            image, target = self.transform(image, target)
-        return image, target
 
     def __repr__(self) -> str:
         return (f"VOCDetection(root={str(self.root)!r}, split={self.split!r}, images={len(self)}, "

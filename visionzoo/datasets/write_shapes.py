@@ -43,13 +43,13 @@ def _normalise_format(fmt: str) -> str:
     return f
 
 
-def _normalise_counts(counts: dict | None) -> dict[str, int]:
+def normalise_counts(counts: dict | None, defaults: dict[str, int] = DEFAULT_SPLIT_SIZES) -> dict[str, int]:
     """Per-split sample counts: the defaults, overridden by ``counts`` (unknown splits are an error)."""
     counts = dict(counts or {})
     unknown = sorted(set(counts) - set(SPLITS))
     if unknown:
         raise ValueError(f"unknown split(s) {', '.join(map(repr, unknown))} in counts; expected {', '.join(SPLITS)}")
-    out = {s: int(counts.get(s, DEFAULT_SPLIT_SIZES[s])) for s in SPLITS}
+    out = {s: int(counts.get(s, defaults[s])) for s in SPLITS}
     bad = {s: n for s, n in out.items() if n < 0 or n > 99999}
     if bad:
         raise ValueError(f"split counts must be in 0..99999, got {bad}")
@@ -106,7 +106,7 @@ def _write_image_folder(out_dir, image_size, counts, seed, fmt, overwrite, progr
     image_size = int(image_size)
     if image_size < 8:
         raise ValueError(f"image_size must be at least 8 pixels, got {image_size}")
-    params = _params(image_size, _normalise_counts(counts), seed, fmt)
+    params = _params(image_size, normalise_counts(counts), seed, fmt)
     meta_path = out / META_NAME
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out}: exists and is not a folder")

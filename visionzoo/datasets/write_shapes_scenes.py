@@ -40,6 +40,7 @@ from visionzoo.datasets.shapes import (
     render_scene,
     sample_shape,
 )
+from visionzoo.datasets.write_shapes import normalise_counts
 
 META_NAME = "scenes_meta.json"
 # Bump when the rendered pixels or annotations change, so folders from an older generator are not reused.
@@ -108,17 +109,6 @@ def _categories() -> list[dict]:
     return [{"id": cid, "name": name, "supercategory": "shape"} for cid, name in zip(CATEGORY_IDS, SHAPE_CLASSES)]
 
 
-def _normalise_counts(counts: dict | None) -> dict[str, int]:
-    counts = dict(counts or {})
-    unknown = sorted(set(counts) - set(SPLITS))
-    if unknown:
-        raise ValueError(f"unknown split(s) {', '.join(map(repr, unknown))} in counts; expected {', '.join(SPLITS)}")
-    out = {s: int(counts.get(s, DEFAULT_COUNTS[s])) for s in SPLITS}
-    bad = {s: n for s, n in out.items() if n < 0 or n > 99999}
-    if bad:
-        raise ValueError(f"split counts must be in 0..99999, got {bad}")
-    return out
-
 
 def _params(image_size: int, counts: dict[str, int], max_objects: int, seed: int) -> dict:
     return {"dataset": "shapes_scenes", "generator_version": GENERATOR_VERSION, "image_size": int(image_size),
@@ -168,7 +158,7 @@ def _write_coco_scenes(out_dir, image_size, counts, max_objects, seed, overwrite
         raise ValueError(f"image_size must be at least 16 pixels, got {image_size}")
     if not 0 <= max_objects <= 50:
         raise ValueError(f"max_objects must be in 0..50, got {max_objects}")
-    params = _params(image_size, _normalise_counts(counts), max_objects, seed)
+    params = _params(image_size, normalise_counts(counts, DEFAULT_COUNTS), max_objects, seed)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out}: exists and is not a folder")
     meta_path = out / META_NAME

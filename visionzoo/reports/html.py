@@ -377,3 +377,32 @@ details pre{margin:0;padding:10px 14px;border-top:1px solid var(--border);overfl
 footer{max-width:1180px;margin:0 auto;padding:0 24px 28px;color:var(--muted);font-size:12px}
 @media print{body{background:#fff}.page-header{background:#fff;color:#000}section,.toc{border:none;padding:0}}
 """
+
+
+def _is_flat_mapping(value: Any) -> bool:
+    return isinstance(value, Mapping) and all(not isinstance(v, (Mapping, list, tuple)) for v in value.values())
+
+
+def add_run_info(report: HtmlReport, run_info: Mapping | None) -> None:
+    """A "Run information" section: command, provenance, versions, and the config as collapsible JSON."""
+    report.add_section("Run information")
+    if not run_info:
+        report.add_note("No run information available.")
+        return
+    flat: dict[str, Any] = {}
+    for key, value in run_info.items():
+        if not isinstance(value, (Mapping, list, tuple)):
+            flat[key] = value
+        elif isinstance(value, (list, tuple)) and all(not isinstance(v, (Mapping, list, tuple)) for v in value):
+            flat[key] = " ".join(map(str, value)) if key in ("command", "argv") else list(value)
+    if flat:
+        report.add_key_values(None, flat)
+    for key, value in run_info.items():
+        if key == "config" or key in flat:
+            continue
+        if _is_flat_mapping(value) and value:
+            report.add_key_values(str(key), dict(value))
+        else:
+            report.add_json(str(key), value)
+    if "config" in run_info:
+        report.add_json("Configuration", run_info["config"])

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from visionzoo.reports.figures import bar_chart, confusion_matrix_figure, filter_grid, training_curves
-from visionzoo.reports.html import HtmlReport
+from visionzoo.reports.html import HtmlReport, add_run_info
 
 __all__ = ["build_classification_report"]
 
@@ -30,9 +30,6 @@ def _display(value: Any) -> Any:
         return "\u00d7".join(str(int(v)) for v in value)
     return value
 
-
-def _is_flat_mapping(value: Any) -> bool:
-    return isinstance(value, Mapping) and all(not isinstance(v, (Mapping, list, tuple)) for v in value.values())
 
 
 def _summary(report: HtmlReport, metrics: Mapping, model_summary: Mapping | None) -> None:
@@ -145,30 +142,6 @@ def _filters(report: HtmlReport, weight: torch.Tensor | None) -> None:
                                           f"each min-max normalised on its own, shown in {mode}.")
 
 
-def _run_info(report: HtmlReport, run_info: Mapping | None) -> None:
-    report.add_section("Run information")
-    if not run_info:
-        report.add_note("No run information available.")
-        return
-    flat: dict[str, Any] = {}
-    for key, value in run_info.items():
-        if not isinstance(value, (Mapping, list, tuple)):
-            flat[key] = value
-        elif isinstance(value, (list, tuple)) and all(not isinstance(v, (Mapping, list, tuple)) for v in value):
-            flat[key] = " ".join(map(str, value)) if key in ("command", "argv") else list(value)
-    if flat:
-        report.add_key_values(None, flat)
-    for key, value in run_info.items():
-        if key == "config" or key in flat:
-            continue
-        if _is_flat_mapping(value) and value:
-            report.add_key_values(str(key), dict(value))
-        else:
-            report.add_json(str(key), value)
-    if "config" in run_info:
-        report.add_json("Configuration", run_info["config"])
-
-
 def build_classification_report(
     out_path: str | Path,
     *,
@@ -199,5 +172,5 @@ def build_classification_report(
     _confusion(report, class_names, cm)
     _misclassified(report, metrics, misclassified_images)
     _filters(report, first_layer_weight)
-    _run_info(report, run_info)
+    add_run_info(report, run_info)
     return report.write(out_path)

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from visionzoo.reports.figures import new_figure, training_curves
-from visionzoo.reports.html import HtmlReport, escape
+from visionzoo.reports.html import HtmlReport, add_run_info, escape
 
 __all__ = ["build_detection_report", "draw_detections"]
 
@@ -422,33 +422,6 @@ def _examples(report: HtmlReport, examples, score_threshold: float) -> None:
                                   "are not drawn.")
 
 
-def _is_flat_mapping(value: Any) -> bool:
-    return isinstance(value, Mapping) and all(not isinstance(v, (Mapping, list, tuple)) for v in value.values())
-
-
-def _run_info(report: HtmlReport, run_info: Mapping | None) -> None:
-    report.add_section("Run information")
-    if not run_info:
-        report.add_note("No run information available.")
-        return
-    flat: dict[str, Any] = {}
-    for key, value in run_info.items():
-        if not isinstance(value, (Mapping, list, tuple)):
-            flat[key] = value
-        elif isinstance(value, (list, tuple)) and all(not isinstance(v, (Mapping, list, tuple)) for v in value):
-            flat[key] = " ".join(map(str, value)) if key in ("command", "argv") else list(value)
-    if flat:
-        report.add_key_values(None, flat)
-    for key, value in run_info.items():
-        if key == "config" or key in flat:
-            continue
-        if _is_flat_mapping(value) and value:
-            report.add_key_values(str(key), dict(value))
-        else:
-            report.add_json(str(key), value)
-    if "config" in run_info:
-        report.add_json("Configuration", run_info["config"])
-
 
 def build_detection_report(
     out_path: str | Path,
@@ -484,5 +457,5 @@ def build_detection_report(
     _per_class(report, metrics, types, order)
     _pr_section(report, metrics, types, order)
     _examples(report, examples, score_threshold)
-    _run_info(report, run_info)
+    add_run_info(report, run_info)
     return report.write(out_path)
