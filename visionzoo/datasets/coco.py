@@ -269,16 +269,6 @@ class CocoDetection(DetectionDataset):
                               stacklevel=2)
 
     # ------------------------------------------------------------------------------------------ access
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes including the background (what torchvision's detectors call num_classes)."""
-        return len(self.classes)
-
-    def image_path(self, index: int) -> Path:
-        return Path(self._paths[index])
 
     def get_height_and_width(self, index: int) -> tuple[int, int]:
         img = self.coco.imgs[self.ids[index]]

@@ -248,7 +248,18 @@ def build_detection_transforms(
 class DetectionDataset(torch.utils.data.Dataset):
     """What every detection dataset's __getitem__ does: decode the image (or skip it when unreadable and
     on_corrupt is "skip"), build its target, apply the joint image/target transform. Subclasses provide
-    load_image(i), load_target(i), `_paths`, `on_corrupt` and `transform`."""
+    load_image(i), load_target(i), `ids`, `classes`, `_paths`, `on_corrupt` and `transform`."""
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes including the background (what torchvision's detectors call num_classes)."""
+        return len(self.classes)
+
+    def image_path(self, index: int) -> Path:
+        return Path(self._paths[index])
 
     def __getitem__(self, index: int):
         index = range(len(self))[index]  # IndexError when out of range

@@ -189,16 +189,6 @@ class VOCDetection(DetectionDataset):
         warn_dropped(split_file, dropped, "objects")
 
     # ------------------------------------------------------------------------------------------ access
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes including the background."""
-        return len(self.classes)
-
-    def image_path(self, index: int) -> Path:
-        return self._paths[index]
 
     def get_height_and_width(self, index: int) -> tuple[int, int]:
         return self._sizes[index]

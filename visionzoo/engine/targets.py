@@ -17,7 +17,6 @@ class EvalTarget:
     weights: Path
     meta: dict
     run_dir: Path | None
-    label: str
 
 
 def load_target(target: str | Path) -> EvalTarget:
@@ -31,7 +30,7 @@ def load_target(target: str | Path) -> EvalTarget:
             raise FileNotFoundError(f"{path} holds no checkpoint (best.pt or last.pt): has training written one yet?")
         cfg = validate(load_yaml_with_bases(config_file), where=str(config_file))
         meta = load_checkpoint(ckpt_file).get("meta", {})
-        return EvalTarget(cfg, ckpt_file, meta, path, path.name)
+        return EvalTarget(cfg, ckpt_file, meta, path)
     if not path.is_file():
         raise FileNotFoundError(f"evaluate: {path} is neither a run directory nor a weights/checkpoint file")
     if path.suffix == ".safetensors":
@@ -44,7 +43,7 @@ def load_target(target: str | Path) -> EvalTarget:
     if "config" not in ckpt:
         raise ConfigError(f"{path}: checkpoint carries no config")
     return EvalTarget(validate(ckpt["config"], where=str(path)), path, ckpt.get("meta", {}),
-                      path.parent if (path.parent / "config.yaml").is_file() else None, path.stem)
+                      path.parent if (path.parent / "config.yaml").is_file() else None)
 
 
 def latest_metrics(run_dir: Path) -> dict | None:

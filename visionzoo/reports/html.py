@@ -406,3 +406,17 @@ def add_run_info(report: HtmlReport, run_info: Mapping | None) -> None:
             report.add_json(str(key), value)
     if "config" in run_info:
         report.add_json("Configuration", run_info["config"])
+
+
+def add_training_curves(report: HtmlReport, log_records: Sequence[dict] | None) -> None:
+    """A "Training curves" section from a run's JSON-lines log, or a note when there is none."""
+    from visionzoo.reports.figures import training_curves
+
+    report.add_section("Training curves")
+    fig = training_curves(list(log_records)) if log_records else None
+    if fig is None:
+        report.add_note("No training log available (the model was not trained in a visionzoo run directory, "
+                        "or the log holds no train / validation records).")
+        return
+    report.add_figure(None, fig, caption="Training loss terms and learning rate per logged step; validation "
+                                         "metrics per evaluated epoch (the value at the last epoch is labelled).")

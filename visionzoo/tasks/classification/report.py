@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from visionzoo.reports.figures import bar_chart, confusion_matrix_figure, filter_grid, training_curves
-from visionzoo.reports.html import HtmlReport, add_run_info
+from visionzoo.reports.figures import bar_chart, confusion_matrix_figure, filter_grid
+from visionzoo.reports.html import HtmlReport, add_run_info, add_training_curves
 
 __all__ = ["build_classification_report"]
 
@@ -47,15 +47,6 @@ def _summary(report: HtmlReport, metrics: Mapping, model_summary: Mapping | None
         report.add_key_values("Model", {k: _display(v) for k, v in model_summary.items()})
 
 
-def _curves(report: HtmlReport, log_records: Sequence[dict] | None) -> None:
-    report.add_section("Training curves")
-    fig = training_curves(list(log_records)) if log_records else None
-    if fig is None:
-        report.add_note("No training log available (the model was not trained in a visionzoo run directory, "
-                        "or the log holds no train / validation records).")
-        return
-    report.add_figure(None, fig, caption="Training loss and learning rate per logged step; validation metrics "
-                                         "per evaluated epoch (the value at the last epoch is labelled).")
 
 
 def _per_class(report: HtmlReport, metrics: Mapping, class_names: Sequence[str], cm: np.ndarray | None) -> None:
@@ -167,7 +158,7 @@ def build_classification_report(
     parts.append(f"{len(class_names)} classes")
     report = HtmlReport(title, subtitle="Classification report \u00b7 " + " \u00b7 ".join(parts))
     _summary(report, metrics, model_summary)
-    _curves(report, log_records)
+    add_training_curves(report, log_records)
     _per_class(report, metrics, class_names, cm)
     _confusion(report, class_names, cm)
     _misclassified(report, metrics, misclassified_images)

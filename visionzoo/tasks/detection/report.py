@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from visionzoo.reports.figures import new_figure, training_curves
-from visionzoo.reports.html import HtmlReport, add_run_info, escape
+from visionzoo.reports.figures import new_figure
+from visionzoo.reports.html import HtmlReport, add_run_info, add_training_curves, escape
 
 __all__ = ["build_detection_report", "draw_detections"]
 
@@ -337,15 +337,6 @@ def _summary(report: HtmlReport, metrics: Mapping, types: Sequence[str], model_s
         report.add_key_values("Model", {k: _display(v) for k, v in model_summary.items()})
 
 
-def _curves(report: HtmlReport, log_records: Sequence[dict] | None) -> None:
-    report.add_section("Training curves")
-    fig = training_curves(list(log_records)) if log_records else None
-    if fig is None:
-        report.add_note("No training log available (the model was not trained in a visionzoo run directory, "
-                        "or the log holds no train / validation records).")
-        return
-    report.add_figure(None, fig, caption="Training loss terms and learning rate per logged step; validation "
-                                         "metrics per evaluated epoch (the value at the last epoch is labelled).")
 
 
 def _class_order(class_names: Sequence[str], per_class: Mapping) -> list[str]:
@@ -453,7 +444,7 @@ def build_detection_report(
         parts.append(" + ".join(IOU_TYPE_TITLES[t] for t in types) + " AP")
     report = HtmlReport(title, subtitle="Detection report \u00b7 " + " \u00b7 ".join(parts))
     _summary(report, metrics, types, model_summary)
-    _curves(report, log_records)
+    add_training_curves(report, log_records)
     _per_class(report, metrics, types, order)
     _pr_section(report, metrics, types, order)
     _examples(report, examples, score_threshold)
