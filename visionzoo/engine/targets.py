@@ -38,7 +38,7 @@ def load_target(target: str | Path) -> EvalTarget:
         if "config" not in card:
             raise ConfigError(f"{path}: its model card ({path.with_suffix('.json')}) is missing or has no 'config'; "
                               "evaluate.py needs it to rebuild the model and data")
-        return EvalTarget(validate(card["config"], where=str(path.with_suffix(".json"))), path, card, None, path.stem)
+        return EvalTarget(validate(card["config"], where=str(path.with_suffix(".json"))), path, card, None)
     ckpt = load_checkpoint(path)
     if "config" not in ckpt:
         raise ConfigError(f"{path}: checkpoint carries no config")
