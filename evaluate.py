@@ -23,7 +23,7 @@ from visionzoo.engine.evaluator import evaluate, make_eval_loader
 from visionzoo.engine.run_dir import read_log
 from visionzoo.engine.targets import latest_metrics, load_target
 from visionzoo.engine.trainer import select_device
-from visionzoo.factory import create_model
+from visionzoo.factory import INIT_ONLY_KWARGS, create_model
 from visionzoo.profile import count_parameters, gflops
 from visionzoo.tasks import get_task
 
@@ -42,12 +42,11 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def pick_split(cfg, requested: str | None) -> str:
+def pick_split(cfg, task, requested: str | None) -> str:
     if requested:
         return requested
-    root = Path(cfg.data.root) if cfg.data.root else None
     for split in (cfg.data.test_split, cfg.data.val_split):
-        if split and (root is None or (root / split).is_dir()):
+        if split and task.split_exists(cfg, split):
             return split
     raise ConfigError("no evaluation split: the config names no test/val split that exists; pass --split")
 
@@ -64,12 +63,12 @@ def run_evaluation(args) -> dict:
     if args.device:
         cfg.train.device = args.device
     device = select_device(cfg.train.device)
-    split = pick_split(cfg, args.split)
+    split = pick_split(cfg, task, args.split)
     class_names = target.meta.get("class_names")
     dataset = task.build_dataset(cfg, split, train=False, class_names=class_names)
     model = create_model(cfg.model.name, weights=target.weights,
                          num_classes=len(class_names) if class_names else cfg.model.num_classes,
-                         **cfg.model.kwargs).to(device)
+                         **{k: v for k, v in cfg.model.kwargs.items() if k not in INIT_ONLY_KWARGS}).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     loader = make_eval_loader(task, cfg, dataset, device)

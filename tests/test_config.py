@@ -91,3 +91,10 @@ def test_shipped_configs_validate():
     for f in files:
         if not f.name.startswith("_"):
             load_config(f)
+
+
+def test_a_key_repeated_in_one_mapping_is_an_error(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("task: classification\ndata: {root: a}\nmodel: {name: resnet18}\ndata: {root: b}\n")
+    with pytest.raises(ConfigError, match="key 'data' appears twice in one mapping \\(first at line 2\\)"):
+        load_config(path)

@@ -4,9 +4,11 @@ Notebook API:
     visionzoo.list_models("resnet*")
     visionzoo.create_model("resnet18", weights="shapes")
     visionzoo.model_info("vgg16")
+    visionzoo.Detector("mask_rcnn_resnet18_fpn", weights="shapes")("image.png")
 """
 from visionzoo.factory import create_model
+from visionzoo.predict import Detections, Detector
 from visionzoo.registry import list_models, model_info, register_model
 
-__all__ = ["create_model", "list_models", "model_info", "register_model"]
+__all__ = ["Detections", "Detector", "create_model", "list_models", "model_info", "register_model"]
 __version__ = "0.1.0"

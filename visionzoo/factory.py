@@ -17,6 +17,9 @@ from visionzoo.weights import (
     verify_sha256,
 )
 
+# Builder keywords that only initialise weights: irrelevant (and skipped) when a full weight file is loaded.
+INIT_ONLY_KWARGS = ("backbone_weights",)
+
 
 def _check_kwargs(name: str, builder, kwargs: dict) -> None:
     params = inspect.signature(builder).parameters
@@ -62,6 +65,14 @@ def create_model(
         num_classes = num_classes or entry.default_num_classes
 
     build_kwargs = dict(kwargs)
+    if resolved is not None:
+        # Architecture keywords the weights were trained with (detectors' min_size, anchor sizes...) come
+        # from the model card's config unless given here; backbone_weights is moot once all weights load.
+        card_kwargs = ((resolved.card.get("config") or {}).get("model") or {}).get("kwargs") or {}
+        valid = set(inspect.signature(entry.builder).parameters)
+        for k, v in card_kwargs.items():
+            if k in valid and k not in build_kwargs and k not in INIT_ONLY_KWARGS:
+                build_kwargs[k] = v
     if num_classes is not None:
         build_kwargs["num_classes"] = num_classes
     model = entry.builder(**build_kwargs)
@@ -86,7 +97,7 @@ def create_model(
                 "head_replaced": bool(replaced),
             }
         )
-        for key in ("input_size", "mean", "std", "interpolation", "crop_pct", "metrics"):
+        for key in ("input_size", "mean", "std", "interpolation", "crop_pct", "metrics", "config"):
             if key in card:
                 model.pretrained_cfg[key] = card[key]
     return model

@@ -22,15 +22,28 @@ from visionzoo.weights import read_state_dict, sha256_file, strip_prefixes
 
 
 def _data_commands(cfg) -> list[str]:
-    """The command that writes the training data, when it is the embedded shapes dataset."""
-    meta = Path(cfg.data.root or "") / "shapes_meta.json"
-    if cfg.data.root and meta.is_file():
-        m = json.loads(meta.read_text())
-        counts = m.get("counts", {})
-        flags = " ".join(f"--{k} {v}" for k, v in counts.items())
-        return [f"python -m visionzoo.datasets.write_shapes {cfg.data.root} --size {m.get('image_size')} {flags} "
-                f"--seed {m.get('seed')}".replace("  ", " ")]
+    """The command that writes the training data, when it is one of the embedded shapes datasets."""
+    root = Path(cfg.data.root or "")
+    for meta_name, module, extra in (("shapes_meta.json", "write_shapes", ()),
+                                     ("scenes_meta.json", "write_shapes_scenes", ("max_objects",))):
+        meta = root / meta_name
+        if cfg.data.root and meta.is_file():
+            m = json.loads(meta.read_text())
+            flags = [f"--{k} {v}" for k, v in m.get("counts", {}).items()]
+            flags += [f"--{k.replace('_', '-')} {m[k]}" for k in extra if k in m]
+            return [f"python -m visionzoo.datasets.{module} {cfg.data.root} --size {m.get('image_size')} "
+                    f"{' '.join(flags)} --seed {m.get('seed')}".replace("  ", " ")]
     return []
+
+
+def _training_seconds(run_dir: Path) -> float | None:
+    """Wall time of the training epochs in the run's log (resumed runs included)."""
+    log = run_dir / "log.jsonl"
+    if not log.is_file():
+        return None
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    seconds = [r["seconds"] for r in records if r.get("type") == "epoch" and "seconds" in r]
+    return round(sum(seconds), 1) if seconds else None
 
 
 def publish(run_dir: Path, tag: str, out_dir: Path, dtype: str = "float16") -> Path:
@@ -66,8 +79,8 @@ def publish(run_dir: Path, tag: str, out_dir: Path, dtype: str = "float16") -> P
         "metrics": {"split": metrics["split"], "data_root": metrics.get("data_root"), **metrics["scalars"]},
         "sha256": sha256_file(weights_file),
         "size_bytes": weights_file.stat().st_size,
-        "trained": {"epochs": cfg.train.epochs, "git": run_info.get("git"), "versions": run_info.get("versions"),
-                    "device": run_info.get("device")},
+        "trained": {"epochs": cfg.train.epochs, "seconds": _training_seconds(run_dir), "git": run_info.get("git"),
+                    "versions": run_info.get("versions"), "device": run_info.get("device")},
         "command": run_info.get("command"),
         "reproduce": _data_commands(cfg) + [
             f"python train.py {run_info.get('config_file') or '<config>'} --run-dir {run_dir}",
@@ -76,6 +89,7 @@ def publish(run_dir: Path, tag: str, out_dir: Path, dtype: str = "float16") -> P
         ],
         "config": to_dict(cfg),
     }
+    card.update({k: v for k, v in meta.items() if k not in card})  # task-specific metadata (detectors' sizes)
     weights_file.with_suffix(".json").write_text(json.dumps(card, indent=2))
     return weights_file
 

@@ -10,7 +10,9 @@ Sample convention: ``dataset[i]`` returns ``(image, target)`` where ``image`` is
 * ``image_id``: int; ``iscrowd``: int64 (N,); ``area``: float32 (N,) (as annotated, before any
   transform); ``orig_size``: int64 tensor ``(H, W)`` of the image as stored.
 
-Datasets may add further per-instance fields (VOC: ``difficult``, bool (N,)). Transforms are
+Datasets may add further per-instance fields (VOC: ``difficult``, bool (N,)). A dataset given a proposal
+source (``dataset.proposals``, for Fast R-CNN) adds ``proposals``: ``tv_tensors.BoundingBoxes`` (P, 4) XYXY,
+best first, at most ``dataset.proposal_top_k``; v2 transforms resize and flip them with the image. Transforms are
 ``torchvision.transforms.v2`` pipelines called as ``transform(image, target)``: v2 moves boxes and masks
 together with the image, and :func:`build_detection_transforms` ends with a SanitizeBoundingBoxes that
 filters every per-instance field along with the boxes.
@@ -240,15 +242,45 @@ def build_detection_transforms(
                     v2.ClampBoundingBoxes()]
         if hflip > 0:
             ops.append(v2.RandomHorizontalFlip(p=float(hflip)))
-    ops += [v2.ToDtype(torch.float32, scale=True),
-            v2.SanitizeBoundingBoxes(min_size=min_box_size, labels_getter=per_instance_fields)]
+    ops += [v2.ToDtype(torch.float32, scale=True), SanitizeKeepingProposals(min_box_size)]
     return v2.Compose(ops)
+
+
+class SanitizeKeepingProposals:
+    """v2.SanitizeBoundingBoxes for the annotated boxes (filtering labels, iscrowd, area, difficult and
+    masks with them); ``target["proposals"]``, a second set of boxes with its own count, is clipped and
+    filtered separately (SanitizeBoundingBoxes would index it with the annotations' mask)."""
+
+    def __init__(self, min_size: float = 1.0):
+        self.sanitize = v2.SanitizeBoundingBoxes(min_size=min_size, labels_getter=per_instance_fields)
+
+    def __call__(self, image, target):
+        proposals = target.pop("proposals", None) if isinstance(target, dict) else None
+        image, target = self.sanitize(image, target)
+        if proposals is not None:
+            proposals = v2.functional.clamp_bounding_boxes(proposals)
+            wh = proposals[:, 2:] - proposals[:, :2]
+            target["proposals"] = tv_tensors.wrap(proposals[(wh >= 1).all(dim=1)], like=proposals)
+        return image, target
+
+
+class ProposalSource:
+    """Where Fast R-CNN's external proposals come from (selective search, a proposals file)."""
+
+    def get(self, image_id: int, path: str, image) -> np.ndarray:
+        """(P, 4) float32 XYXY boxes in the stored image's pixels, best first, for one image (a PIL RGB
+        image at `path`, with dataset id `image_id`)."""
+        raise NotImplementedError
 
 
 class DetectionDataset(torch.utils.data.Dataset):
     """What every detection dataset's __getitem__ does: decode the image (or skip it when unreadable and
-    on_corrupt is "skip"), build its target, apply the joint image/target transform. Subclasses provide
-    load_image(i), load_target(i), `ids`, `classes`, `_paths`, `on_corrupt` and `transform`."""
+    on_corrupt is "skip"), build its target (with external proposals when `proposals` is set), apply the
+    joint image/target transform. Subclasses provide load_image(i), load_target(i), `ids`, `classes`,
+    `_paths`, `on_corrupt` and `transform`."""
+
+    proposals: ProposalSource | None = None
+    proposal_top_k: int | None = None  # keep the best k proposals per image (None: all)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -270,6 +302,12 @@ class DetectionDataset(torch.utils.data.Dataset):
                 return SkippedSample(str(self._paths[index]), str(e))
             raise
         image, target = to_image(pil), self.load_target(index)
+        if self.proposals is not None:
+            boxes = np.asarray(self.proposals.get(int(self.ids[index]), str(self._paths[index]), pil),
+                               dtype=np.float32).reshape(-1, 4)[: self.proposal_top_k]
+            target["proposals"] = tv_tensors.BoundingBoxes(
+                torch.from_numpy(boxes.copy()), format=tv_tensors.BoundingBoxFormat.XYXY,
+                canvas_size=(pil.height, pil.width))
         if self.transform is not None:
             image, target = self.transform(image, target)
         return image, target

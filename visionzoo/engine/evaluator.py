@@ -48,9 +48,6 @@ def evaluate(task, model, loader, cfg, device: torch.device, desc: str = "eval",
             outputs = task.eval_outputs(model, batch, cfg)
         accumulator.update(batch, outputs, indices)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        tensors = accumulator.state_tensors()
-        for t in tensors:
-            torch.distributed.all_reduce(t)
-        accumulator.load_state_tensors(tensors)
+        accumulator.synchronize()
     model.train(was_training)
     return accumulator.compute(), accumulator, skipped_all

@@ -10,56 +10,117 @@ from __future__ import annotations
 
 import torchvision.models as tvm
 from torchvision.models.detection import FasterRCNN, MaskRCNN
-from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import FrozenBatchNorm2d
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from visionzoo.models.backbones import load_backbone_weights
 from visionzoo.registry import register_model
 
 _BOX_HEAD = ("roi_heads.box_predictor.",)
 _MASK_HEAD = _BOX_HEAD + ("roi_heads.mask_predictor.mask_fcn_logits.",)
 
 
-def _fpn_backbone(depth: int, trainable_layers: int):
+def resnet_fpn_backbone(depth: int, trainable_layers: int, backbone_weights: str | None = None,
+                        out_channels: int = 256) -> BackboneWithFPN:
+    """ResNet-`depth` with frozen BatchNorm and an FPN (P2-P5 plus a max-pooled P6) of `out_channels`, laid out
+    exactly as torchvision's (so its official files load). `backbone_weights` starts the ResNet from the zoo's
+    `resnet<depth>` classifier weights (e.g. the shipped "shapes" tag, or "torchvision:IMAGENET1K_V1"); only
+    the last `trainable_layers` of (layer4, layer3, layer2, layer1, conv1) are trained."""
     if not 0 <= trainable_layers <= 5:
         raise ValueError(f"trainable_layers must be in 0..5, got {trainable_layers}")
     body = getattr(tvm, f"resnet{depth}")(weights=None, norm_layer=FrozenBatchNorm2d)
-    return _resnet_fpn_extractor(body, trainable_layers)
+    if backbone_weights is not None:
+        load_backbone_weights(body, f"resnet{depth}", backbone_weights, drop_prefixes=("fc.",))
+    trained = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
+    if trainable_layers == 5:
+        trained.append("bn1")
+    for name, parameter in body.named_parameters():
+        if not name.startswith(tuple(trained)):
+            parameter.requires_grad_(False)
+    stage2 = body.inplanes // 8  # channels out of layer1 (64 for ResNet-18, 256 for ResNet-50)
+    return BackboneWithFPN(body, return_layers={f"layer{k}": str(k - 1) for k in (1, 2, 3, 4)},
+                           in_channels_list=[stage2 * 2 ** (k - 1) for k in (1, 2, 3, 4)],
+                           out_channels=out_channels, extra_blocks=LastLevelMaxPool())
 
 
-def _detector(cls, depth, num_classes, min_size, max_size, trainable_layers, **kwargs):
-    return cls(_fpn_backbone(depth, trainable_layers), num_classes=num_classes, min_size=min_size,
-               max_size=max_size, **kwargs)
+def anchor_generator(anchor_sizes):
+    """One anchor size per FPN level (P2..P6) at aspect ratios 0.5, 1, 2; None keeps torchvision's
+    (32, 64, 128, 256, 512), which suits 800-px images; small images want smaller anchors."""
+    if anchor_sizes is None:
+        return None
+    sizes = tuple(int(s) for s in anchor_sizes)
+    if len(sizes) != 5 or any(s <= 0 for s in sizes):
+        raise ValueError(f"anchor_sizes must be 5 positive sizes (one per FPN level), got {list(anchor_sizes)}")
+    return AnchorGenerator(tuple((s,) for s in sizes), ((0.5, 1.0, 2.0),) * len(sizes))
+
+
+def _detector(cls, depth, num_classes, min_size, max_size, trainable_layers, backbone_weights=None,
+              anchor_sizes=None, **kwargs):
+    return cls(resnet_fpn_backbone(depth, trainable_layers, backbone_weights), num_classes=num_classes,
+               min_size=min_size, max_size=max_size, rpn_anchor_generator=anchor_generator(anchor_sizes), **kwargs)
 
 
 @register_model(task="detection", family="faster_rcnn", input_size=(3, 800, 800), num_classes=91, head=_BOX_HEAD,
                 torchvision_name="fasterrcnn_resnet50_fpn")
 def faster_rcnn_resnet50_fpn(num_classes: int = 91, min_size: int = 800, max_size: int = 1333,
-                             trainable_layers: int = 3, box_detections_per_img: int = 100):
+                             trainable_layers: int = 3, box_detections_per_img: int = 100,
+                             backbone_weights: str | None = None):
     """Faster R-CNN, ResNet-50-FPN backbone (torchvision's layout; official COCO files load strict)."""
-    return _detector(FasterRCNN, 50, num_classes, min_size, max_size, trainable_layers,
+    return _detector(FasterRCNN, 50, num_classes, min_size, max_size, trainable_layers, backbone_weights,
                      box_detections_per_img=box_detections_per_img)
 
 
 @register_model(task="detection", family="mask_rcnn", input_size=(3, 800, 800), num_classes=91, head=_MASK_HEAD,
                 torchvision_name="maskrcnn_resnet50_fpn")
 def mask_rcnn_resnet50_fpn(num_classes: int = 91, min_size: int = 800, max_size: int = 1333,
-                           trainable_layers: int = 3, box_detections_per_img: int = 100):
+                           trainable_layers: int = 3, box_detections_per_img: int = 100,
+                           backbone_weights: str | None = None):
     """Mask R-CNN, ResNet-50-FPN backbone (torchvision's layout; official COCO files load strict)."""
-    return _detector(MaskRCNN, 50, num_classes, min_size, max_size, trainable_layers,
+    return _detector(MaskRCNN, 50, num_classes, min_size, max_size, trainable_layers, backbone_weights,
                      box_detections_per_img=box_detections_per_img)
 
 
-@register_model(task="detection", family="faster_rcnn", input_size=(3, 256, 256), num_classes=91, head=_BOX_HEAD)
-def faster_rcnn_resnet18_fpn(num_classes: int = 91, min_size: int = 256, max_size: int = 256,
-                             trainable_layers: int = 5, box_detections_per_img: int = 100):
-    """Faster R-CNN on a ResNet-18-FPN backbone: the small variant for CPU work."""
-    return _detector(FasterRCNN, 18, num_classes, min_size, max_size, trainable_layers,
-                     box_detections_per_img=box_detections_per_img)
+# The small variants' defaults are sized for CPU training on small images: fewer RPN proposals and 128
+# sampled RoIs per image instead of torchvision's 2000 / 512 (RoIAlign's CPU backward dominates a step);
+# `fpn_channels` narrows the FPN and every head behind it (the mask head's convolutions too).
+def _small_detector(cls, num_classes, min_size, max_size, trainable_layers, backbone_weights, anchor_sizes,
+                    image_mean, image_std, fpn_channels, representation_size, **kwargs):
+    backbone = resnet_fpn_backbone(18, trainable_layers, backbone_weights, out_channels=fpn_channels)
+    heads = {"box_head": TwoMLPHead(fpn_channels * 7 * 7, representation_size),
+             "box_predictor": FastRCNNPredictor(representation_size, num_classes)}
+    if cls is MaskRCNN:
+        heads["mask_head"] = MaskRCNNHeads(fpn_channels, (fpn_channels,) * 4, 1)
+        heads["mask_predictor"] = MaskRCNNPredictor(fpn_channels, fpn_channels, num_classes)
+    return cls(backbone, min_size=min_size, max_size=max_size, rpn_anchor_generator=anchor_generator(anchor_sizes),
+               image_mean=image_mean, image_std=image_std, **heads, **kwargs)
 
 
-@register_model(task="detection", family="mask_rcnn", input_size=(3, 256, 256), num_classes=91, head=_MASK_HEAD)
-def mask_rcnn_resnet18_fpn(num_classes: int = 91, min_size: int = 256, max_size: int = 256,
-                           trainable_layers: int = 5, box_detections_per_img: int = 100):
-    """Mask R-CNN on a ResNet-18-FPN backbone: the small variant for CPU work."""
-    return _detector(MaskRCNN, 18, num_classes, min_size, max_size, trainable_layers,
-                     box_detections_per_img=box_detections_per_img)
+def _small_builder(cls, name: str, family: str, head: tuple[str, ...], doc: str):
+    def build(num_classes: int = 91, min_size: int = 256, max_size: int = 256, trainable_layers: int = 5,
+              backbone_weights: str | None = None, anchor_sizes: tuple | None = None,
+              image_mean: tuple | None = None, image_std: tuple | None = None, fpn_channels: int = 256,
+              representation_size: int = 1024, box_detections_per_img: int = 100, box_batch_size_per_image: int = 128,
+              rpn_pre_nms_top_n_train: int = 1000, rpn_post_nms_top_n_train: int = 500,
+              rpn_pre_nms_top_n_test: int = 500, rpn_post_nms_top_n_test: int = 300):
+        return _small_detector(
+            cls, num_classes, min_size, max_size, trainable_layers, backbone_weights, anchor_sizes, image_mean,
+            image_std, fpn_channels, representation_size, box_detections_per_img=box_detections_per_img,
+            box_batch_size_per_image=box_batch_size_per_image, rpn_pre_nms_top_n_train=rpn_pre_nms_top_n_train,
+            rpn_post_nms_top_n_train=rpn_post_nms_top_n_train, rpn_pre_nms_top_n_test=rpn_pre_nms_top_n_test,
+            rpn_post_nms_top_n_test=rpn_post_nms_top_n_test)
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = doc
+    return register_model(task="detection", family=family, input_size=(3, 256, 256), num_classes=91, head=head)(build)
+
+
+faster_rcnn_resnet18_fpn = _small_builder(
+    FasterRCNN, "faster_rcnn_resnet18_fpn", "faster_rcnn", _BOX_HEAD,
+    "Faster R-CNN on a ResNet-18-FPN backbone: the small variant for CPU work.")
+mask_rcnn_resnet18_fpn = _small_builder(
+    MaskRCNN, "mask_rcnn_resnet18_fpn", "mask_rcnn", _MASK_HEAD,
+    "Mask R-CNN on a ResNet-18-FPN backbone: the small variant for CPU work.")

@@ -43,6 +43,14 @@ class Accumulator:
     def load_state_tensors(self, tensors: list[torch.Tensor]) -> None:
         pass
 
+    def synchronize(self) -> None:
+        """Combine every rank's state (distributed evaluation): by default the sum of `state_tensors`.
+        Accumulators whose metrics are not sums (COCO AP) gather their raw outputs instead."""
+        tensors = self.state_tensors()
+        for t in tensors:
+            torch.distributed.all_reduce(t)
+        self.load_state_tensors(tensors)
+
 
 class Task:
     name: str = ""
@@ -56,6 +64,10 @@ class Task:
     def build_dataset(self, cfg, split: str, train: bool, reference: Dataset | None = None) -> Dataset:
         """The dataset for `split`; `reference` is the training set (to share e.g. class names)."""
         raise NotImplementedError
+
+    def split_exists(self, cfg, split: str) -> bool:
+        """Whether data.root holds `split` (evaluate.py picks the test split, else val)."""
+        return not cfg.data.root or (Path(cfg.data.root) / split).is_dir()
 
     def collate(self, samples):
         return default_collate(samples)

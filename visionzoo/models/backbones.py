@@ -1,0 +1,43 @@
+"""Detector backbones that start from a classifier of this zoo.
+
+`backbone_weights` is anything `create_model(classifier, weights=...)` accepts for the backbone's
+classifier (a shipped tag such as "shapes", a file path, or "torchvision:IMAGENET1K_V1"); the
+classifier's head (fc / classifier layers) is dropped and every other tensor must fit.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from visionzoo.registry import get_entry
+from visionzoo.weights import WeightsError, read_state_dict, resolve_weights, strip_prefixes, verify_sha256
+
+
+def classifier_state_dict(classifier: str, weights: str) -> dict[str, torch.Tensor]:
+    """The state dict of the registered classifier `classifier` for `weights`, found by the usual lookup."""
+    entry = get_entry(classifier)
+    resolved = resolve_weights(classifier, weights, entry.torchvision_name)
+    verify_sha256(resolved)
+    return strip_prefixes(read_state_dict(resolved.path))
+
+
+def load_backbone_weights(body: nn.Module, classifier: str, weights: str, drop_prefixes: tuple[str, ...]) -> None:
+    """Load a classifier's weights into `body` (the classifier's module tree without its head).
+
+    Keys starting with `drop_prefixes` (the head) are ignored; every tensor of `body` must be present with
+    the same shape, else a WeightsError lists what does not fit."""
+    state = {k: v for k, v in classifier_state_dict(classifier, weights).items()
+             if not k.startswith(drop_prefixes) and not k.endswith("num_batches_tracked")}
+    own = {k: v for k, v in body.state_dict().items()
+           if not k.startswith(drop_prefixes) and not k.endswith("num_batches_tracked")}
+    missing = [k for k in own if k not in state]
+    mismatched = [k for k in own if k in state and state[k].shape != own[k].shape]
+    unexpected = [k for k in state if k not in own]
+    if missing or mismatched or unexpected:
+        lines = [f"backbone weights {classifier}:{weights} do not fit the detector's backbone:"]
+        lines += [f"  missing from the file: {k}" for k in missing[:10]]
+        lines += [f"  shape mismatch: {k}: file {tuple(state[k].shape)} vs backbone {tuple(own[k].shape)}"
+                  for k in mismatched[:10]]
+        lines += [f"  unexpected in the file: {k}" for k in unexpected[:10]]
+        raise WeightsError("\n".join(lines))
+    body.load_state_dict(state, strict=False)  # not strict: the head and BN's num_batches_tracked are left out

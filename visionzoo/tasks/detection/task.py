@@ -1,0 +1,354 @@
+"""Detection and instance segmentation as the shared engine sees it: COCO JSON or Pascal VOC data with
+joint transforms.v2 augmentation, the detectors' own multi-task losses, COCO box/mask AP through
+pycocotools (and VOC07 AP50 as an option), and the detection report."""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from visionzoo.factory import create_model
+from visionzoo.registry import get_entry
+from visionzoo.tasks.base import Accumulator, Task
+
+
+@dataclass
+class DetectionAugment:
+    enabled: bool = True
+    hflip: float = 0.5
+    photometric: bool = False  # RandomPhotometricDistort
+    scale_jitter: Optional[list[float]] = None  # [lo, hi]: large-scale jitter, needs jitter_size
+    jitter_size: Optional[int] = None
+    min_box_size: float = 1.0  # boxes smaller than this (px) after augmentation are dropped
+
+
+@dataclass
+class DetectionLoss:
+    # Multipliers of the detector's loss terms (loss_classifier, loss_box_reg, loss_objectness,
+    # loss_rpn_box_reg, loss_mask); unnamed terms count once.
+    weights: dict = field(default_factory=dict)
+
+
+@dataclass
+class DetectionEval:
+    iou_types: Optional[list[str]] = None  # default: bbox, plus segm for mask models
+    voc07: bool = False  # also the Pascal VOC07 11-point AP50
+    mask_threshold: float = 0.5
+    examples_in_report: int = 8
+    report_score_threshold: float = 0.5
+
+
+# data.params keys this task understands (anything else is a typo: named in the error)
+DATA_PARAMS = {
+    "image_dir": "images/{split}",  # COCO: image folder, relative to data.root
+    "ann_file": "annotations/instances_{split}.json",  # COCO: annotation file, relative to data.root
+    "year": None,  # VOC: root holds VOC<year>/
+    "masks": None,  # load instance masks (default: when the model predicts masks)
+    "proposals": "selective_search",  # Fast R-CNN: "selective_search" or a proposals file pattern
+    "proposal_top_k_train": 2000,
+    "proposal_top_k_test": 1000,
+    "selective_search": {"mode": "fast"},  # keyword arguments of visionzoo.proposals.SelectiveSearch
+    "proposal_cache_dir": ".cache/proposals",  # relative to data.root unless absolute
+    "proposal_workers": 0,
+}
+
+
+def data_params(cfg) -> dict:
+    unknown = [k for k in cfg.data.params if k not in DATA_PARAMS]
+    if unknown:
+        k = unknown[0]
+        close = difflib.get_close_matches(k, list(DATA_PARAMS), n=1)
+        raise ValueError(f"data.params.{k} is not a detection data parameter"
+                         + (f"; did you mean {close[0]!r}?" if close else "")
+                         + f" (known: {', '.join(DATA_PARAMS)})")
+    return {**DATA_PARAMS, **cfg.data.params}
+
+
+def model_predicts_masks(name: str) -> bool:
+    return get_entry(name).family == "mask_rcnn"
+
+
+def model_needs_proposals(model: nn.Module) -> bool:
+    model = getattr(model, "module", model)  # DDP
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return bool(getattr(model, "needs_proposals", False))
+
+
+def _attach_proposals(dataset, cfg, split: str, train: bool, progress: bool = True) -> None:
+    from visionzoo import proposals as P
+
+    params = data_params(cfg)
+    spec = params["proposals"]
+    root = Path(cfg.data.root)
+    if spec == "selective_search":
+        cache = Path(params["proposal_cache_dir"])
+        source = P.SelectiveSearch(cache_dir=cache if cache.is_absolute() else root / cache,
+                                   **params["selective_search"])
+        source.precompute(dataset, progress=progress, workers=int(params["proposal_workers"]))
+    else:
+        path = Path(str(spec).format(split=split))
+        source = P.ProposalsFile(path if path.is_absolute() else root / path)
+    dataset.proposals = source
+    dataset.proposal_top_k = int(params["proposal_top_k_train" if train else "proposal_top_k_test"])
+
+
+def build_detection_dataset(cfg, split: str, train: bool, masks: bool | None = None, proposals: bool = False,
+                            progress: bool = True):
+    from visionzoo.datasets.detection import build_detection_transforms
+
+    d, aug = cfg.data, cfg.data.augment
+    params = data_params(cfg)
+    if not d.root:
+        raise ValueError(f"data.root is required for data.dataset = {d.dataset}")
+    if train and aug.enabled:
+        transform = build_detection_transforms(True, hflip=aug.hflip, photometric=aug.photometric,
+                                               scale_jitter=aug.scale_jitter, jitter_size=aug.jitter_size,
+                                               min_box_size=aug.min_box_size)
+    else:
+        transform = build_detection_transforms(False, min_box_size=aug.min_box_size)
+    want_masks = model_predicts_masks(cfg.model.name) if params["masks"] is None else bool(params["masks"])
+    if masks is not None:
+        want_masks = masks
+    root = Path(d.root)
+    if d.dataset == "coco":
+        from visionzoo.datasets.coco import CocoDetection
+
+        ds = CocoDetection(root / params["image_dir"].format(split=split),
+                           root / params["ann_file"].format(split=split), transform=transform, masks=want_masks,
+                           on_corrupt=d.on_corrupt, max_image_pixels=d.max_image_pixels)
+    elif d.dataset == "voc":
+        from visionzoo.datasets.voc import VOCDetection
+
+        if want_masks:
+            raise ValueError("data.dataset = voc has no instance masks; use a box-only model (faster_rcnn_*, "
+                             "fast_rcnn_*) or COCO-format data")
+        ds = VOCDetection(root, split=split, year=params["year"], transform=transform, keep_difficult=not train,
+                          on_corrupt=d.on_corrupt, max_image_pixels=d.max_image_pixels)
+    else:
+        raise ValueError(f"data.dataset = {d.dataset!r} is not a detection dataset; expected 'coco' or 'voc'")
+    if proposals:
+        _attach_proposals(ds, cfg, split, train, progress)
+    return ds
+
+
+def coco_ground_truth(dataset):
+    """The dataset's annotations as a pycocotools COCO object (COCO data: its own; VOC: converted, with
+    difficult objects as iscrowd regions so that they count neither as hits nor misses)."""
+    if hasattr(dataset, "coco"):
+        return dataset.coco
+    from pycocotools.coco import COCO
+
+    images, anns = [], []
+    for i in range(len(dataset)):
+        h, w = dataset.get_height_and_width(i)
+        images.append({"id": i, "width": int(w), "height": int(h), "file_name": str(dataset.image_path(i))})
+        a = dataset.get_annotation(i)
+        for box, label, difficult in zip(a["boxes"], a["labels"], a["difficult"]):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(label), "iscrowd": int(difficult),
+                         "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)})
+    cats = [{"id": k, "name": n} for k, n in enumerate(dataset.classes) if k > 0]
+    coco = COCO()
+    coco.dataset = {"images": images, "annotations": anns, "categories": cats}
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def _cpu_prediction(pred: dict) -> dict:
+    out = {k: v.detach().float().cpu() if k != "labels" else v.detach().cpu() for k, v in pred.items()}
+    if "masks" in out:  # (N, 1, H, W) probabilities: keep them small
+        out["masks"] = out["masks"].to(torch.float16)
+    return out
+
+
+class DetectionAccumulator(Accumulator):
+    """COCO evaluation of every image seen, plus what the report and VOC07 need (kept on the CPU)."""
+
+    def __init__(self, dataset, iou_types, voc07: bool, mask_threshold: float, keep_examples: int):
+        from visionzoo.tasks.detection.metrics import CocoEvaluator
+
+        label_to_cat_id = getattr(dataset, "label_to_cat_id", None)
+        if label_to_cat_id is None:  # VOC: the converted ground truth uses the labels as category ids
+            label_to_cat_id = {k: k for k in range(1, len(dataset.classes))}
+        self.dataset = dataset
+        self.coco = CocoEvaluator(coco_ground_truth(dataset), iou_types=iou_types, label_to_cat_id=label_to_cat_id,
+                                  mask_threshold=mask_threshold)
+        self.voc07 = voc07
+        self.keep_examples = keep_examples
+        self.examples: dict[int, dict] = {}  # dataset index -> prediction
+        self.voc_predictions: dict[int, dict] = {}
+
+    def _coco_image_id(self, index: int) -> int:
+        return int(self.dataset.ids[index]) if hasattr(self.dataset, "coco") else int(index)
+
+    def update(self, batch, outputs, indices) -> None:
+        preds = [_cpu_prediction(p) for p in outputs]
+        self.coco.update(preds, [self._coco_image_id(i) for i in indices])
+        for i, p in zip(indices, preds):
+            if len(self.examples) < self.keep_examples or i in self.examples:
+                self.examples[int(i)] = p
+            if self.voc07:
+                self.voc_predictions[int(i)] = {k: p[k] for k in ("boxes", "scores", "labels")}
+
+    def synchronize(self) -> None:
+        """Gather every rank's detections into every rank's evaluator (COCO evaluation is not a sum)."""
+        gathered = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(gathered, (self.coco.results(), self.coco.image_ids, self.voc_predictions))
+        self.coco.reset()
+        for results, image_ids, voc in gathered:
+            self.coco.extend(results, image_ids)
+            self.voc_predictions.update(voc)
+
+    def compute(self) -> dict:
+        metrics = self.coco.compute()
+        if self.voc07:
+            from visionzoo.tasks.detection.metrics import voc07_ap50
+
+            order = sorted(self.voc_predictions)
+            targets = []
+            for i in order:
+                if hasattr(self.dataset, "get_annotation"):
+                    targets.append(self.dataset.get_annotation(i))
+                else:
+                    t = self.dataset.load_target(i)
+                    targets.append({"boxes": t["boxes"], "labels": t["labels"],
+                                    "difficult": t["iscrowd"].bool()})
+            voc = voc07_ap50([self.voc_predictions[i] for i in order], targets,
+                             class_names=list(self.dataset.classes))
+            metrics["voc07_mAP"] = voc["mAP"]
+            metrics["voc07_per_class"] = {k: v for k, v in voc["per_class"].items() if k != "__background__"}
+        return metrics
+
+
+class DetectionTask(Task):
+    name = "detection"
+    loss_config = DetectionLoss
+    eval_config = DetectionEval
+    augment_config = DetectionAugment
+    primary_metric = "bbox_AP"
+    higher_is_better = True
+
+    # ---- data ---------------------------------------------------------------------------------
+    def build_dataset(self, cfg, split, train, class_names=None):
+        needs = get_entry(cfg.model.name).family == "fast_rcnn"
+        ds = build_detection_dataset(cfg, split, train, proposals=needs)
+        if class_names is not None and list(class_names) != list(ds.classes):
+            raise ValueError(f"split {split!r} of {cfg.data.root} has classes {list(ds.classes)[1:]}, but the model "
+                             f"was trained on {list(class_names)[1:]}")
+        return ds
+
+    def split_exists(self, cfg, split: str) -> bool:
+        if not cfg.data.root:
+            return True
+        params, root = data_params(cfg), Path(cfg.data.root)
+        if cfg.data.dataset == "coco":
+            return (root / params["ann_file"].format(split=split)).is_file()
+        if cfg.data.dataset == "voc":
+            base = root / f"VOC{params['year']}" if params["year"] else root
+            return (base / "ImageSets" / "Main" / f"{split}.txt").is_file()
+        return True
+
+    def collate(self, samples):
+        from visionzoo.datasets.detection import detection_collate
+
+        return detection_collate(samples)
+
+    def to_device(self, batch, device, channels_last):
+        images, targets = batch
+        images = [im.to(device, non_blocking=True) for im in images]
+        targets = [{k: (v.as_subclass(torch.Tensor).to(device, non_blocking=True) if torch.is_tensor(v) else v)
+                    for k, v in t.items()} for t in targets]
+        return images, targets
+
+    def batch_size_of(self, batch) -> int:
+        return len(batch[0])
+
+    # ---- model --------------------------------------------------------------------------------
+    def build_model(self, cfg, train_set):
+        num_classes = cfg.model.num_classes
+        if num_classes is None and train_set is not None:
+            num_classes = len(train_set.classes)
+        return create_model(cfg.model.name, weights=cfg.model.weights, num_classes=num_classes, **cfg.model.kwargs)
+
+    def model_meta(self, cfg, dataset) -> dict:
+        kwargs = cfg.model.kwargs
+        return {
+            "class_names": list(dataset.classes) if dataset is not None else None,
+            "min_size": kwargs.get("min_size"),
+            "max_size": kwargs.get("max_size"),
+            "masks": model_predicts_masks(cfg.model.name),
+        }
+
+    # ---- training -----------------------------------------------------------------------------
+    @staticmethod
+    def _forward(model, images, targets=None, with_targets=True):
+        if model_needs_proposals(model):
+            proposals = [t["proposals"] for t in targets]
+            return model(images, targets if with_targets else None, proposals=proposals)
+        return model(images, targets) if with_targets else model(images)
+
+    def training_losses(self, model, batch, phase, cfg):
+        images, targets = batch
+        losses = self._forward(model, images, targets)
+        weights = cfg.loss.weights
+        unknown = [k for k in weights if k not in losses]
+        if unknown:
+            raise ValueError(f"loss.weights names {unknown}, but {cfg.model.name} has the loss terms {sorted(losses)}")
+        total = sum(float(weights.get(k, 1.0)) * v for k, v in losses.items())
+        return {"loss": total, **losses}
+
+    # ---- evaluation ---------------------------------------------------------------------------
+    def iou_types(self, cfg) -> list[str]:
+        if cfg.eval.iou_types:
+            return list(cfg.eval.iou_types)
+        return ["bbox", "segm"] if model_predicts_masks(cfg.model.name) else ["bbox"]
+
+    def new_accumulator(self, cfg, dataset):
+        return DetectionAccumulator(dataset, self.iou_types(cfg), cfg.eval.voc07, cfg.eval.mask_threshold,
+                                    cfg.eval.examples_in_report)
+
+    def eval_outputs(self, model, batch, cfg):
+        images, targets = batch
+        return self._forward(model, images, targets, with_targets=False)
+
+    def scalar_metrics(self, metrics: dict) -> dict[str, float]:
+        out = {}
+        for iou_type in metrics.get("iou_types", []):
+            for name in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100"):
+                key = f"{iou_type}_{name}"
+                if key in metrics:
+                    out[key] = float(metrics[key])
+        if "voc07_mAP" in metrics:
+            out["voc07_mAP"] = float(metrics["voc07_mAP"])
+        return out
+
+    def write_report(self, out_path: Path, *, metrics, dataset, accumulator, model, model_summary, log_records,
+                     run_info, cfg, title) -> Path:
+        from visionzoo.tasks.detection.report import build_detection_report
+
+        names = list(dataset.classes)
+        examples = []
+        for index, pred in sorted(accumulator.examples.items()):
+            image = dataset.load_image(index)
+            target = dataset.load_target(index)
+            gt = {"boxes": np.asarray(target["boxes"]), "labels": [names[int(k)] for k in target["labels"]],
+                  "image_id": target["image_id"]}
+            if "masks" in target:
+                gt["masks"] = np.asarray(target["masks"])
+            shown = {"boxes": pred["boxes"].numpy(), "labels": [names[int(k)] for k in pred["labels"]],
+                     "scores": pred["scores"].numpy()}
+            if "masks" in pred:
+                shown["masks"] = pred["masks"].float().numpy()
+            examples.append((image, gt, shown))
+        return build_detection_report(out_path, title=title, metrics=metrics, class_names=names[1:],
+                                      examples=examples, log_records=log_records, model_summary=model_summary,
+                                      run_info=run_info, score_threshold=cfg.eval.report_score_threshold)
