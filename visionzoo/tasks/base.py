@@ -80,7 +80,13 @@ class Task:
 
     # ---- model ------------------------------------------------------------------------------
     def build_model(self, cfg, train_set: Dataset | None) -> nn.Module:
-        raise NotImplementedError
+        """The config's model; the class count defaults to the training set's `classes`."""
+        from visionzoo.factory import create_model
+
+        num_classes = cfg.model.num_classes
+        if num_classes is None and train_set is not None and hasattr(train_set, "classes"):
+            num_classes = len(train_set.classes)
+        return create_model(cfg.model.name, weights=cfg.model.weights, num_classes=num_classes, **cfg.model.kwargs)
 
     def model_meta(self, cfg, dataset: Dataset | None) -> dict:
         """What travels with the weights (class names, input size, normalisation)."""

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-from visionzoo.factory import create_model
 from visionzoo.tasks.base import Accumulator, Task
 
 
@@ -118,12 +117,6 @@ class ClassificationTask(Task):
 
     def batch_size_of(self, batch) -> int:
         return batch[0].shape[0]
-
-    def build_model(self, cfg, train_set):
-        num_classes = cfg.model.num_classes
-        if num_classes is None and train_set is not None:
-            num_classes = len(train_set.classes)
-        return create_model(cfg.model.name, weights=cfg.model.weights, num_classes=num_classes, **cfg.model.kwargs)
 
     def model_meta(self, cfg, dataset) -> dict:
         d = cfg.data

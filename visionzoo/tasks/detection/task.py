@@ -12,7 +12,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from visionzoo.factory import create_model
 from visionzoo.registry import get_entry
 from visionzoo.tasks.base import Accumulator, Task
 
@@ -273,12 +272,6 @@ class DetectionTask(Task):
         return len(batch[0])
 
     # ---- model --------------------------------------------------------------------------------
-    def build_model(self, cfg, train_set):
-        num_classes = cfg.model.num_classes
-        if num_classes is None and train_set is not None:
-            num_classes = len(train_set.classes)
-        return create_model(cfg.model.name, weights=cfg.model.weights, num_classes=num_classes, **cfg.model.kwargs)
-
     def model_meta(self, cfg, dataset) -> dict:
         kwargs = cfg.model.kwargs
         return {
