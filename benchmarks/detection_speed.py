@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torchvision
 
-import visionzoo
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import visionzoo  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -68,7 +73,7 @@ def training_steps(args, device) -> None:
     print(f"small variants, training step (shapes configs' settings, batch {args.train_batch} of 128 px, {device}):")
     g = torch.Generator().manual_seed(0)
     for config in ("faster_rcnn_r18_shapes", "mask_rcnn_r18_shapes", "fast_rcnn_r18_shapes"):
-        cfg = load_config(f"configs/detection/{config}.yaml")
+        cfg = load_config(ROOT / f"configs/detection/{config}.yaml")
         kwargs = {k: v for k, v in cfg.model.kwargs.items() if k != "backbone_weights"}
         model = visionzoo.create_model(cfg.model.name, num_classes=6, **kwargs).to(device).train()
         params = [p for p in model.parameters() if p.requires_grad]
