@@ -152,12 +152,11 @@ def coco_ground_truth(dataset):
             anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(label), "iscrowd": int(difficult),
                          "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)})
     cats = [{"id": k, "name": n} for k, n in enumerate(dataset.classes) if k > 0]
+    from visionzoo.tasks.detection.metrics import _quiet
+
     coco = COCO()
     coco.dataset = {"images": images, "annotations": anns, "categories": cats}
-    import contextlib
-    import io
-
-    with contextlib.redirect_stdout(io.StringIO()):
+    with _quiet():  # pycocotools prints while indexing
         coco.createIndex()
     return coco
 
