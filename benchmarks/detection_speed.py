@@ -10,9 +10,7 @@ Goal: ratio ours / torchvision >= 0.98 (the same network, so anything below is o
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -22,22 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import visionzoo  # noqa: E402
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@torch.no_grad()
-def images_per_second(model, images, iters: int, device) -> float:
-    model(images)  # warm-up (allocator, cudnn autotune)
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(iters):
-        model(images)
-    sync(device)
-    return iters * len(images) / (time.perf_counter() - start)
+from benchmarks._throughput import compare, median_seconds  # noqa: E402
 
 
 def inference_ratio(args, device) -> None:
@@ -53,18 +36,8 @@ def inference_ratio(args, device) -> None:
     ours, theirs = ours.to(device).eval(), theirs.to(device).eval()
     g = torch.Generator().manual_seed(0)
     images = [torch.rand(3, args.size, args.size, generator=g).to(device) for _ in range(args.batch)]
-    rates = {"ours": [], "torchvision": []}
-    for r in range(args.rounds):  # alternate, so drifts in machine speed hit both equally
-        order = [("ours", ours), ("torchvision", theirs)]
-        for name, model in order if r % 2 == 0 else order[::-1]:
-            rates[name].append(images_per_second(model, images, args.iters, device))
-    ratios = [a / b for a, b in zip(rates["ours"], rates["torchvision"])]
-    print(f"faster_rcnn_resnet50_fpn inference at {args.size}px, batch {args.batch}, {device}:")
-    for name, values in rates.items():
-        print(f"  {name:12s} median {statistics.median(values):8.2f} img/s  "
-              f"(range {min(values):.2f}..{max(values):.2f}, {len(values)} rounds)")
-    print(f"  ratio ours/torchvision: median {statistics.median(ratios):.3f} "
-          f"(range {min(ratios):.3f}..{max(ratios):.3f}); goal >= 0.98")
+    compare(f"faster_rcnn_resnet50_fpn inference at {args.size}px, batch {args.batch}, {device}:", ours, theirs,
+            images, iters=args.iters, rounds=args.rounds, device=device)
 
 
 def training_steps(args, device) -> None:
@@ -102,15 +75,7 @@ def training_steps(args, device) -> None:
             sum(losses.values()).backward()
             optimizer.step()
 
-        step()
-        times = []
-        for _ in range(args.train_steps):
-            sync(device)
-            start = time.perf_counter()
-            step()
-            sync(device)
-            times.append(time.perf_counter() - start)
-        median = statistics.median(times)
+        median = median_seconds(step, args.train_steps, device)
         print(f"  {cfg.model.name:26s} {median * 1000:8.1f} ms/step  {args.train_batch / median:7.2f} img/s")
 
 

@@ -5,10 +5,11 @@ Notebook API:
     visionzoo.create_model("resnet18", weights="shapes")
     visionzoo.model_info("vgg16")
     visionzoo.Detector("mask_rcnn_resnet18_fpn", weights="shapes")("image.png")
+    visionzoo.Segmenter("fcn8s_resnet18", weights="shapes", crf=True)("image.png")
 """
 from visionzoo.factory import create_model
-from visionzoo.predict import Detections, Detector
+from visionzoo.predict import Detections, Detector, Segmentation, Segmenter
 from visionzoo.registry import list_models, model_info, register_model
 
-__all__ = ["Detections", "Detector", "create_model", "list_models", "model_info", "register_model"]
+__all__ = ["Detections", "Detector", "Segmentation", "Segmenter", "create_model", "list_models", "model_info", "register_model"]
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""Detection in a notebook: images in, boxes in the images' own pixels out.
+"""Detection and segmentation in a notebook: images in, boxes or class masks in the images' own pixels out.
 
     det = visionzoo.Detector("mask_rcnn_resnet18_fpn", weights="shapes")
     result = det("photo.png")                 # a path, PIL image, HWC uint8 array or CHW tensor
@@ -150,3 +150,82 @@ class Detector:
         ax.imshow(drawn)
         ax.set_axis_off()
         return fig
+
+
+# ---------------------------------------------------------------------------------------- segmentation
+@dataclass
+class Segmentation:
+    """One image's semantic segmentation, at that image's own size."""
+
+    mask: np.ndarray  # (H, W) int64 class indices
+    probabilities: np.ndarray  # (C, H, W) float32, after the CRF when it was applied
+    class_names: list[str]
+
+    def present(self) -> dict[str, int]:
+        """Pixels per predicted class, for the classes that occur."""
+        counts = np.bincount(self.mask.ravel(), minlength=len(self.class_names))
+        return {self.class_names[k] if k < len(self.class_names) else str(k): int(c)
+                for k, c in enumerate(counts) if c}
+
+
+class Segmenter:
+    """Wraps a segmentation model of the zoo for inference on ordinary images of any size.
+
+        seg = visionzoo.Segmenter("fcn8s_resnet18", weights="shapes", crf=True)
+        result = seg("photo.png")        # result.mask (H, W), result.probabilities, result.present()
+        seg.overlay("photo.png", result)  # PIL image with the class colours blended in
+
+    Normalisation and class names come from the weights' model card. `window` runs sliding-window
+    inference (tiles of that side, `overlap` between neighbours) on images larger than the window;
+    `crf` refines with DenseCRF (True for its defaults, or a dict of its keyword arguments)."""
+
+    def __init__(self, model: str | nn.Module, weights: str | None = None, *, class_names: list[str] | None = None,
+                 device: str | torch.device = "cpu", crf: bool | dict = False, window: int | None = None,
+                 overlap: float = 1 / 3, mean=None, std=None):
+        from visionzoo.factory import create_model
+
+        if isinstance(model, str):
+            model = create_model(model, weights=weights)
+        elif weights is not None:
+            raise ValueError("weights= is only for a model name; load the weights into the module yourself")
+        cfg = getattr(model, "pretrained_cfg", {}) or {}
+        n = cfg.get("num_classes") or 0
+        self.class_names = list(class_names or cfg.get("class_names") or [f"class_{k}" for k in range(n)])
+        self.mean = list(mean or cfg.get("mean") or (0.485, 0.456, 0.406))
+        self.std = list(std or cfg.get("std") or (0.229, 0.224, 0.225))
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.window, self.overlap = window, overlap
+        self.crf = None
+        if crf:
+            from visionzoo.tasks.segmentation.crf import DenseCRF
+
+            self.crf = DenseCRF(**(crf if isinstance(crf, dict) else {}))
+
+    @torch.no_grad()
+    def predict(self, images: ImageInput | list[ImageInput]) -> Segmentation | list[Segmentation]:
+        from visionzoo.tasks.segmentation.inference import predict_logits
+
+        single = not isinstance(images, (list, tuple))
+        results = []
+        for pil in (load_image(im) for im in ([images] if single else images)):
+            rgb = torch.from_numpy(np.asarray(pil, dtype=np.uint8).copy()).permute(2, 0, 1)[None].float().to(self.device)
+            mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
+            std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
+            logits = predict_logits(self.model, (rgb / 255 - mean) / std, window=self.window,
+                                    overlap=self.overlap).float()
+            log_probs = self.crf(logits, rgb) if self.crf is not None else torch.log_softmax(logits, 1)
+            probs = log_probs.exp()[0]
+            results.append(Segmentation(mask=probs.argmax(0).cpu().numpy().astype(np.int64),
+                                        probabilities=probs.cpu().numpy(), class_names=self.class_names))
+        return results[0] if single else results
+
+    __call__ = predict
+
+    def overlay(self, image: ImageInput, result: Segmentation | None = None, alpha: float = 0.55) -> Image.Image:
+        """`image` with the predicted classes' colours blended in (computed when `result` is None)."""
+        from visionzoo.tasks.segmentation.report import overlay
+
+        pil = load_image(image)
+        result = self.predict(pil) if result is None else result
+        return overlay(pil, result.mask.astype(np.uint8), alpha=alpha)

@@ -25,7 +25,8 @@ def _data_commands(cfg) -> list[str]:
     """The command that writes the training data, when it is one of the embedded shapes datasets."""
     root = Path(cfg.data.root or "")
     for meta_name, module, extra in (("shapes_meta.json", "write_shapes", ()),
-                                     ("scenes_meta.json", "write_shapes_scenes", ("max_objects",))):
+                                     ("scenes_meta.json", "write_shapes_scenes", ("max_objects",)),
+                                     ("segmentation_meta.json", "write_shapes_segmentation", ("max_objects",))):
         meta = root / meta_name
         if cfg.data.root and meta.is_file():
             m = json.loads(meta.read_text())

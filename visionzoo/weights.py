@@ -212,7 +212,9 @@ def apply_state_dict(
     listing every mismatched key and shape."""
     state = strip_prefixes(state)
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
+    # BatchNorm's num_batches_tracked is a step counter that older files (and files saved from frozen
+    # BN) lack; load_state_dict fills it in, so its absence is not a mismatch.
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in own]
     shape_mismatch = [k for k in own if k in state and own[k].shape != state[k].shape]
     in_head = lambda k: any(k.startswith(p) for p in head_prefixes)  # noqa: E731
@@ -237,7 +239,7 @@ def apply_state_dict(
         )
         model.load_state_dict(state, strict=False)
     else:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=not any(k.endswith("num_batches_tracked") for k in own if k not in state))
     return replaced
 
 

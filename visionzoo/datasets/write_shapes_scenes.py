@@ -255,10 +255,12 @@ def write_coco_scenes(
     return _write_coco_scenes(out_dir, image_size, counts, max_objects, seed, overwrite, progress)[0]
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m visionzoo.datasets.write_shapes_scenes",
-        description="Write multi-object shapes scenes as a COCO detection / instance segmentation dataset.")
+def scene_writer_main(argv: list[str] | None, *, prog: str, description: str, write, what: str,
+                      counted: str) -> int:
+    """The command line shared by the scene writers: OUT, --size, one count per split, --max-objects, --seed,
+    --overwrite, --no-progress. `write(out, size, counts, max_objects, seed, overwrite, progress)` returns
+    (per-split statistics, whether anything was written); `counted` names the per-image objects statistic."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("out", help="output folder")
     p.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
     for split in SPLITS:
@@ -271,18 +273,25 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     counts = {s: getattr(args, s) for s in SPLITS}
     try:
-        stats, written = _write_coco_scenes(args.out, args.size, counts, args.max_objects, args.seed,
-                                            args.overwrite, not args.no_progress)
+        stats, written = write(args.out, args.size, counts, args.max_objects, args.seed, args.overwrite,
+                               not args.no_progress)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    summary = "; ".join(f"{s}: {v['images']} images, {v['instances']} instances, {v['negatives']} negatives"
+    summary = "; ".join(f"{s}: {v['images']} images, {v[counted]} {counted}, {v['negatives']} negatives"
                         for s, v in stats.items())
     if written:
-        print(f"wrote shapes scenes ({args.size}px, seed {args.seed}) to {args.out}: {summary}")
+        print(f"wrote {what} ({args.size}px, seed {args.seed}) to {args.out}: {summary}")
     else:
-        print(f"{args.out} already holds these shapes scenes ({summary}); nothing to do")
+        print(f"{args.out} already holds these {what} ({summary}); nothing to do")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return scene_writer_main(
+        argv, prog="python -m visionzoo.datasets.write_shapes_scenes",
+        description="Write multi-object shapes scenes as a COCO detection / instance segmentation dataset.",
+        write=_write_coco_scenes, what="shapes scenes", counted="instances")
 
 
 if __name__ == "__main__":

@@ -41,3 +41,16 @@ def load_backbone_weights(body: nn.Module, classifier: str, weights: str, drop_p
         lines += [f"  unexpected in the file: {k}" for k in unexpected[:10]]
         raise WeightsError("\n".join(lines))
     body.load_state_dict(state, strict=False)  # not strict: the head and BN's num_batches_tracked are left out
+
+
+def freeze_resnet_stages(body: nn.Module, trainable_layers: int) -> None:
+    """Train only the last `trainable_layers` of (layer4, layer3, layer2, layer1, conv1) of a ResNet body
+    (torchvision's `trainable_backbone_layers`); 5 also trains the stem's BatchNorm."""
+    if not 0 <= trainable_layers <= 5:
+        raise ValueError(f"trainable_layers must be in 0..5, got {trainable_layers}")
+    trained = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
+    if trainable_layers == 5:
+        trained.append("bn1")
+    for name, parameter in body.named_parameters():
+        if not name.startswith(tuple(trained)):
+            parameter.requires_grad_(False)

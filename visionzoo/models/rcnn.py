@@ -17,7 +17,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from visionzoo.models.backbones import load_backbone_weights
+from visionzoo.models.backbones import freeze_resnet_stages, load_backbone_weights
 from visionzoo.registry import register_model
 
 _BOX_HEAD = ("roi_heads.box_predictor.",)
@@ -35,12 +35,7 @@ def resnet_fpn_backbone(depth: int, trainable_layers: int, backbone_weights: str
     body = getattr(tvm, f"resnet{depth}")(weights=None, norm_layer=FrozenBatchNorm2d)
     if backbone_weights is not None:
         load_backbone_weights(body, f"resnet{depth}", backbone_weights, drop_prefixes=("fc.",))
-    trained = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
-    if trainable_layers == 5:
-        trained.append("bn1")
-    for name, parameter in body.named_parameters():
-        if not name.startswith(tuple(trained)):
-            parameter.requires_grad_(False)
+    freeze_resnet_stages(body, trainable_layers)
     stage2 = body.inplanes // 8  # channels out of layer1 (64 for ResNet-18, 256 for ResNet-50)
     return BackboneWithFPN(body, return_layers={f"layer{k}": str(k - 1) for k in (1, 2, 3, 4)},
                            in_channels_list=[stage2 * 2 ** (k - 1) for k in (1, 2, 3, 4)],

@@ -2,6 +2,7 @@
 (datasets, losses, metrics, report sections) lives in its own package under visionzoo/tasks/."""
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,32 @@ class UpdatePhase:
     name: str = "main"
     optimizer: str = "main"
     every: int = 1
+
+
+def checked_data_params(cfg, known: dict, task: str) -> dict:
+    """cfg.data.params over the task's defaults `known`; a key the task does not know is named in the error
+    with the closest known key (a typo must not be silently ignored)."""
+    unknown = [k for k in cfg.data.params if k not in known]
+    if unknown:
+        k = unknown[0]
+        close = difflib.get_close_matches(k, list(known), n=1)
+        raise ValueError(f"data.params.{k} is not a {task} data parameter"
+                         + (f"; did you mean {close[0]!r}?" if close else "")
+                         + f" (known: {', '.join(known)})")
+    return {**known, **cfg.data.params}
+
+
+def checked_class_names(class_names, num_classes: int) -> list[str]:
+    """`class_names` as strings ("0", "1", ... when None), checked to be `num_classes` distinct names."""
+    if class_names is None:
+        class_names = [str(i) for i in range(num_classes)]
+    class_names = [str(c) for c in class_names]
+    if len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class names given for num_classes = {num_classes}")
+    if len(set(class_names)) != num_classes:
+        dupes = sorted({c for c in class_names if class_names.count(c) > 1})
+        raise ValueError(f"duplicate class names: {dupes}")
+    return class_names
 
 
 class Accumulator:

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from visionzoo.tasks.base import checked_class_names
+
 __all__ = ["ClassificationMeter"]
 
 
@@ -32,14 +34,7 @@ class ClassificationMeter:
         num_classes = int(num_classes)
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if class_names is None:
-            class_names = [str(i) for i in range(num_classes)]
-        class_names = [str(c) for c in class_names]
-        if len(class_names) != num_classes:
-            raise ValueError(f"{len(class_names)} class names given for num_classes = {num_classes}")
-        if len(set(class_names)) != len(class_names):
-            dupes = sorted({c for c in class_names if class_names.count(c) > 1})
-            raise ValueError(f"duplicate class names: {dupes}")
+        class_names = checked_class_names(class_names, num_classes)
         ks = sorted({int(k) for k in topk})
         if not ks or ks[0] < 1:
             raise ValueError(f"topk values must be >= 1, got {list(topk)}")

@@ -3,7 +3,6 @@ joint transforms.v2 augmentation, the detectors' own multi-task losses, COCO box
 pycocotools (and VOC07 AP50 as an option), and the detection report."""
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -13,7 +12,7 @@ import torch
 from torch import nn
 
 from visionzoo.registry import get_entry
-from visionzoo.tasks.base import Accumulator, Task
+from visionzoo.tasks.base import Accumulator, Task, checked_data_params
 
 
 @dataclass
@@ -58,14 +57,7 @@ DATA_PARAMS = {
 
 
 def data_params(cfg) -> dict:
-    unknown = [k for k in cfg.data.params if k not in DATA_PARAMS]
-    if unknown:
-        k = unknown[0]
-        close = difflib.get_close_matches(k, list(DATA_PARAMS), n=1)
-        raise ValueError(f"data.params.{k} is not a detection data parameter"
-                         + (f"; did you mean {close[0]!r}?" if close else "")
-                         + f" (known: {', '.join(DATA_PARAMS)})")
-    return {**DATA_PARAMS, **cfg.data.params}
+    return checked_data_params(cfg, DATA_PARAMS, "detection")
 
 
 def model_predicts_masks(name: str) -> bool:

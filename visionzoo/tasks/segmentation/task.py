@@ -1,0 +1,310 @@
+"""Semantic segmentation as the shared engine sees it: Pascal VOC or image/mask folders with joint
+transforms.v2 augmentation, per-pixel cross-entropy (plus the auxiliary head's), the FCN paper's four
+metrics from a confusion matrix, optional dense-CRF refinement and sliding-window inference, and the
+segmentation report."""
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from visionzoo.tasks.base import Accumulator, Task, checked_data_params
+
+
+@dataclass
+class SegmentationAugment:
+    enabled: bool = True
+    crop_size: Optional[int] = None  # square training crop (padded with ignore); default data.input_size
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])  # random resize factor
+    hflip: float = 0.5
+    photometric: bool = False  # RandomPhotometricDistort
+
+
+@dataclass
+class SegmentationLoss:
+    aux_weight: float = 0.5  # weight of the auxiliary head's loss (torchvision's FCN recipe)
+    class_weights: Optional[list[float]] = None  # per-class cross-entropy weights
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class SegmentationEval:
+    crf: bool = False  # also evaluate with dense-CRF refinement (the report shows both)
+    crf_params: dict = field(default_factory=dict)  # keyword arguments of DenseCRF
+    sliding_window: Optional[int] = None  # window side for images larger than it; None = whole image
+    window_overlap: float = 0.3333333333333333
+    examples_in_report: int = 6
+    worst_in_report: int = 6
+
+
+# data.params keys this task understands (anything else is a typo: named in the error)
+DATA_PARAMS = {
+    "year": None,  # VOC: root holds VOC<year>/
+    "image_dir": "images/{split}",  # folder: images, relative to data.root
+    "mask_dir": "masks/{split}",  # folder: masks (same stem, .png), relative to data.root
+    "classes": None,  # class names (index = mask value); default VOC's 21, or root/classes.txt
+    "base_size": None,  # resize the image side to this before augmentation / at evaluation
+}
+
+
+def data_params(cfg) -> dict:
+    return checked_data_params(cfg, DATA_PARAMS, "segmentation")
+
+
+def build_segmentation_dataset(cfg, split: str, train: bool):
+    from visionzoo.datasets.segmentation import (
+        MaskFolderSegmentation,
+        VOCSegmentation,
+        build_segmentation_transforms,
+    )
+
+    d, aug, params = cfg.data, cfg.data.augment, data_params(cfg)
+    if not d.root:
+        raise ValueError(f"data.root is required for data.dataset = {d.dataset}")
+    if train and aug.enabled:
+        transform = build_segmentation_transforms(
+            True, crop_size=aug.crop_size or d.input_size, scale_range=tuple(aug.scale_range), hflip=aug.hflip,
+            mean=d.mean, std=d.std, base_size=params["base_size"], photometric=aug.photometric)
+    else:
+        transform = build_segmentation_transforms(False, crop_size=None, mean=d.mean, std=d.std,
+                                                  base_size=params["base_size"])
+    common = {"transform": transform, "classes": params["classes"], "on_corrupt": d.on_corrupt,
+              "max_image_pixels": d.max_image_pixels}
+    if d.dataset == "voc":
+        return VOCSegmentation(d.root, split=split, year=params["year"], **common)
+    if d.dataset == "folder":
+        return MaskFolderSegmentation(d.root, split, image_dir=params["image_dir"], mask_dir=params["mask_dir"],
+                                      **common)
+    raise ValueError(f"data.dataset = {d.dataset!r} is not a segmentation dataset; expected 'voc' or 'folder'")
+
+
+def model_logits(model, images: torch.Tensor) -> torch.Tensor:
+    out = model(images)
+    return out["out"] if isinstance(out, dict) else out
+
+
+def denormalize(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """Normalised images back to the 0..255 scale the CRF's colour kernel works on."""
+    mean = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    std = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    return (images * std + mean).clamp(0, 1) * 255.0
+
+
+class _WorstImages:
+    """The n images with the lowest IoU seen so far, with their predictions (a bounded heap, so a
+    large validation set never holds every prediction in memory)."""
+
+    def __init__(self, n: int):
+        self.n, self.heap = n, []  # (-iou, index, prediction): the root is the best of the kept
+
+    def offer(self, iou: float, index: int, pred) -> None:
+        if self.n <= 0 or iou != iou:  # NaN: an image with nothing to score
+            return
+        item = (-iou, index, pred)
+        if len(self.heap) < self.n:
+            heapq.heappush(self.heap, item)
+        elif -iou > self.heap[0][0]:
+            heapq.heapreplace(self.heap, item)
+
+    def items(self) -> list[tuple[float, int, np.ndarray]]:
+        return sorted(((-neg, i, p) for neg, i, p in self.heap), key=lambda t: (t[0], t[1]))
+
+
+class SegmentationAccumulator(Accumulator):
+    """Confusion matrices (without and with CRF), per-image IoU, and the predictions the report shows."""
+
+    VARIANTS = ("plain", "crf")
+
+    def __init__(self, num_classes: int, class_names, with_crf: bool, keep_examples: int, keep_worst: int):
+        from visionzoo.tasks.segmentation.metrics import ConfusionMeter
+
+        self.variants = ["plain", "crf"] if with_crf else ["plain"]
+        self.meters = {v: ConfusionMeter(num_classes, class_names) for v in self.variants}
+        self.keep_examples = keep_examples
+        self.examples: dict[int, dict[str, np.ndarray]] = {}  # index -> variant -> prediction
+        self.worst = {v: _WorstImages(keep_worst) for v in self.variants}
+
+    def update(self, batch, outputs, indices) -> None:
+        _, masks, sizes = batch
+        masks = masks.cpu()
+        for variant in self.variants:
+            preds = outputs[variant].cpu()
+            meter = self.meters[variant]
+            meter.update(preds, masks, indices=list(indices))
+            for k, index in enumerate(indices):
+                h, w = sizes[k]
+                pred = preds[k, :h, :w].to(torch.uint8).numpy()
+                iou = meter.per_image_iou.get(int(index), float("nan"))
+                self.worst[variant].offer(float(iou), int(index), pred)
+                if len(self.examples) < self.keep_examples or int(index) in self.examples:
+                    self.examples.setdefault(int(index), {})[variant] = pred
+
+    def state_tensors(self):
+        return [self.meters[v].state_tensors()[0] for v in self.variants]
+
+    def load_state_tensors(self, tensors) -> None:
+        for v, t in zip(self.variants, tensors):
+            self.meters[v].load_state_tensors([t])
+
+    def synchronize(self) -> None:
+        """Sum the confusion matrices; gather per-image IoUs and the worst images from every rank."""
+        tensors = self.state_tensors()
+        if torch.distributed.get_backend() == "nccl":  # NCCL reduces CUDA tensors only
+            tensors = [t.cuda() for t in tensors]
+        for t in tensors:
+            torch.distributed.all_reduce(t)
+        self.load_state_tensors([t.cpu() for t in tensors])
+        gathered = [None] * torch.distributed.get_world_size()
+        local = {v: (self.meters[v].per_image_iou, self.worst[v].items()) for v in self.variants}
+        torch.distributed.all_gather_object(gathered, local)
+        for v in self.variants:
+            worst = _WorstImages(self.worst[v].n)
+            for rank_state in gathered:
+                per_image, items = rank_state[v]
+                self.meters[v].per_image_iou.update(per_image)
+                for iou, index, pred in items:
+                    worst.offer(iou, index, pred)
+            self.worst[v] = worst
+
+    def compute(self) -> dict:
+        metrics = self.meters["plain"].compute()
+        if "crf" in self.variants:
+            crf = self.meters["crf"].compute()
+            for key in ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou", "per_class_iou"):
+                metrics[f"crf_{key}"] = crf[key]
+            if metrics.get("mean_iou") is not None and crf.get("mean_iou") is not None:
+                metrics["crf_gain_mean_iou"] = crf["mean_iou"] - metrics["mean_iou"]
+        return metrics
+
+
+class SegmentationTask(Task):
+    name = "segmentation"
+    loss_config = SegmentationLoss
+    eval_config = SegmentationEval
+    augment_config = SegmentationAugment
+    primary_metric = "mean_iou"
+    higher_is_better = True
+
+    # ---- data ---------------------------------------------------------------------------------
+    def build_dataset(self, cfg, split, train, class_names=None):
+        ds = build_segmentation_dataset(cfg, split, train)
+        if class_names is not None and list(class_names) != list(ds.classes):
+            raise ValueError(f"split {split!r} of {cfg.data.root} has classes {list(ds.classes)}, but the model "
+                             f"was trained on {list(class_names)}")
+        return ds
+
+    def split_exists(self, cfg, split: str) -> bool:
+        if not cfg.data.root:
+            return True
+        params, root = data_params(cfg), Path(cfg.data.root)
+        if cfg.data.dataset == "voc":
+            base = root / f"VOC{params['year']}" if params["year"] else root
+            return (base / "ImageSets" / "Segmentation" / f"{split}.txt").is_file()
+        if cfg.data.dataset == "folder":
+            return (root / params["image_dir"].format(split=split)).is_dir()
+        return True
+
+    def collate(self, samples):
+        """(images, masks, sizes): padded to the batch's largest image (masks with the ignore value);
+        `sizes` are the unpadded (H, W), so the CRF and the report see only real pixels."""
+        from visionzoo.datasets.segmentation import segmentation_collate
+
+        images, masks = segmentation_collate(samples)
+        return images, masks, [tuple(int(s) for s in image.shape[-2:]) for image, _ in samples]
+
+    def to_device(self, batch, device, channels_last):
+        images, masks, sizes = batch
+        images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, masks.to(device, non_blocking=True), sizes
+
+    def batch_size_of(self, batch) -> int:
+        return batch[0].shape[0]
+
+    # ---- model --------------------------------------------------------------------------------
+    def model_meta(self, cfg, dataset) -> dict:
+        d = cfg.data
+        return {
+            "class_names": list(dataset.classes) if dataset is not None else None,
+            "input_size": [3, d.input_size, d.input_size],
+            "mean": list(d.mean),
+            "std": list(d.std),
+            "ignore_index": getattr(dataset, "ignore_index", 255),
+        }
+
+    # ---- training -----------------------------------------------------------------------------
+    def training_losses(self, model, batch, phase, cfg):
+        images, masks, _ = batch
+        out = model(images)
+        if not isinstance(out, dict):
+            out = {"out": out}
+        weight = None
+        if cfg.loss.class_weights is not None:
+            n = out["out"].shape[1]
+            if len(cfg.loss.class_weights) != n:
+                raise ValueError(f"loss.class_weights has {len(cfg.loss.class_weights)} values, but the model "
+                                 f"predicts {n} classes")
+            weight = torch.as_tensor(cfg.loss.class_weights, dtype=torch.float32, device=images.device)
+        losses = {}
+        for name, logits in out.items():
+            losses[f"loss_{name}"] = F.cross_entropy(logits.float(), masks, weight=weight, ignore_index=255,
+                                                     label_smoothing=cfg.loss.label_smoothing)
+        total = losses["loss_out"] + cfg.loss.aux_weight * losses.get("loss_aux", 0.0)
+        return {"loss": total, **losses}
+
+    # ---- evaluation ---------------------------------------------------------------------------
+    def new_accumulator(self, cfg, dataset):
+        names = list(dataset.classes)
+        return SegmentationAccumulator(len(names), names, cfg.eval.crf, cfg.eval.examples_in_report,
+                                       cfg.eval.worst_in_report)
+
+    def _crf(self, cfg):
+        from visionzoo.tasks.segmentation.crf import DenseCRF
+
+        key = repr(sorted(cfg.eval.crf_params.items()))
+        if getattr(self, "_crf_key", None) != key:
+            try:
+                self._crf_module, self._crf_key = DenseCRF(**cfg.eval.crf_params), key
+            except TypeError as e:
+                raise ValueError(f"eval.crf_params: {e}") from None
+        return self._crf_module
+
+    def eval_outputs(self, model, batch, cfg):
+        from visionzoo.tasks.segmentation.inference import predict_logits
+
+        images, masks, sizes = batch
+        logits = predict_logits(model, images, window=cfg.eval.sliding_window, overlap=cfg.eval.window_overlap)
+        logits = logits.float()
+        outputs = {"plain": logits.argmax(1)}
+        if cfg.eval.crf:
+            valid = torch.zeros(masks.shape, dtype=torch.bool, device=images.device)
+            for k, (h, w) in enumerate(sizes):
+                valid[k, :h, :w] = True
+            rgb = denormalize(images.float(), cfg.data.mean, cfg.data.std)
+            outputs["crf"] = self._crf(cfg).to(images.device)(logits, rgb, valid=valid).argmax(1)
+        return outputs
+
+    def scalar_metrics(self, metrics: dict) -> dict[str, float]:
+        keys = ["pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou",
+                "crf_pixel_accuracy", "crf_mean_accuracy", "crf_mean_iou", "crf_fw_iou"]
+        return {k: float(metrics[k]) for k in keys if metrics.get(k) is not None}
+
+    def write_report(self, out_path: Path, *, metrics, dataset, accumulator, model, model_summary, log_records,
+                     run_info, cfg, title) -> Path:
+        from visionzoo.tasks.segmentation.report import build_segmentation_report
+
+        def load(index):
+            return dataset.load_image(index), dataset.load_mask(index)
+
+        examples = [(index, *load(index), preds) for index, preds in sorted(accumulator.examples.items())]
+        worst = {v: [(iou, index, *load(index), pred) for iou, index, pred in w.items()]
+                 for v, w in accumulator.worst.items()}
+        return build_segmentation_report(
+            out_path, title=title, metrics=metrics, class_names=list(dataset.classes), examples=examples,
+            worst=worst, log_records=log_records, model_summary=model_summary, run_info=run_info)
