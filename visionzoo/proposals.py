@@ -66,11 +66,11 @@ FILE_FORMAT = "visionzoo.proposals/1"
 
 PICKLE_REFUSED = """\
 {path}: refused to read a {suffix} file: loading it would unpickle it, and unpickling runs whatever code the \
-file contains. Convert it once, in your own Python session and only if you trust the file, to .npz:
+file contains, so visionzoo never does. Convert the proposals to .npz where they were made (in the session that \
+wrote the file, and only if you trust it), from their ids, boxes and objectness_logits:
 
-    import pickle; from visionzoo.proposals import write_proposals_file
-    d = pickle.load(open("{name}", "rb"))  # detectron2 proposals: ids, boxes, objectness_logits, bbox_mode
-    write_proposals_file("{stem}.npz", d["ids"], d["boxes"], d["objectness_logits"], d.get("bbox_mode", 0))
+    from visionzoo.proposals import write_proposals_file
+    write_proposals_file("{stem}.npz", ids, boxes, objectness_logits, bbox_mode)
 """
 
 
@@ -638,7 +638,7 @@ def _check_suffix(path: Path, writing: bool = False) -> str:
         if writing:
             raise ValueError(f"{path}: proposals are not written as pickles ({suffix}); use one of "
                              f"{', '.join(FILE_SUFFIXES)}")
-        raise ValueError(PICKLE_REFUSED.format(path=path, suffix=suffix, name=path.name, stem=path.stem))
+        raise ValueError(PICKLE_REFUSED.format(path=path, suffix=suffix, stem=path.stem))
     if suffix not in FILE_SUFFIXES:
         raise ValueError(f"{path}: unsupported proposals file type {suffix or '(no suffix)'!r}; expected one "
                          f"of {', '.join(FILE_SUFFIXES)}")
