@@ -25,10 +25,11 @@ class ImageReadError(RuntimeError):
     """A file could not be decoded as an image; the message names the file."""
 
 
-def open_image_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
-    """Open and fully decode an image as RGB, refusing decompression bombs.
+def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, what: str = "image") -> Image.Image:
+    """Open and fully decode an image file in its own mode, refusing decompression bombs.
 
-    Raises ImageReadError naming the file for unreadable, truncated or oversized images.
+    Raises FileNotFoundError naming a missing file and ImageReadError naming the file for unreadable,
+    truncated or oversized ones; `what` ("image", "mask") says which in the messages.
     """
     path = Path(path)
     try:
@@ -38,15 +39,21 @@ def open_image_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS)
                 w, h = img.size
                 if w * h > max_pixels:
                     raise ImageReadError(
-                        f"{path}: image is {w}x{h} = {w * h:,} pixels, above the limit of {max_pixels:,} "
+                        f"{path}: {what} is {w}x{h} = {w * h:,} pixels, above the limit of {max_pixels:,} "
                         "(possible decompression bomb; raise data.max_image_pixels if it is genuine)"
                     )
-                return img.convert("RGB")
+                img.load()
+                return img
     except ImageReadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageReadError(f"{path}: refused as a decompression bomb ({e})") from e
+        raise ImageReadError(f"{path}: {what} refused as a decompression bomb ({e})") from e
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"image file not found: {path}") from e
+        raise FileNotFoundError(f"{what} file not found: {path}") from e
     except (OSError, ValueError, SyntaxError) as e:
-        raise ImageReadError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
+        raise ImageReadError(f"{path}: cannot read {what} ({type(e).__name__}: {e})") from e
+
+
+def open_image_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
+    """Open and fully decode an image as RGB, refusing decompression bombs (see :func:`open_image`)."""
+    return open_image(path, max_pixels).convert("RGB")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence, Union
 
@@ -32,9 +31,15 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 from tqdm import tqdm
 
-from visionzoo.datasets.common import DEFAULT_MAX_IMAGE_PIXELS, ImageReadError, SkippedSample, open_image_rgb
+from visionzoo.datasets.common import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    ImageReadError,
+    SkippedSample,
+    open_image,
+    open_image_rgb,
+)
 from visionzoo.datasets.detection import SafeJoiner, to_image
-from visionzoo.datasets.voc import VOC_CLASSES
+from visionzoo.datasets.voc import VOC_CLASSES, voc_year_root
 
 IGNORE_INDEX = 255
 VOC_SEG_CLASSES = ("background", *VOC_CLASSES)
@@ -75,29 +80,14 @@ def read_mask(path: Union[str, os.PathLike], max_pixels: int = DEFAULT_MAX_IMAGE
     decoded or are above ``max_pixels``.
     """
     path = Path(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                w, h = img.size
-                if w * h > max_pixels:
-                    raise ImageReadError(f"{path}: mask is {w}x{h} = {w * h:,} pixels, above the limit of "
-                                         f"{max_pixels:,} (raise data.max_image_pixels if it is genuine)")
-                if img.mode not in MASK_MODES:
-                    raise ValueError(
-                        f"{path}: mask image mode is {img.mode!r}; expected a palette ('P') or greyscale ('L') "
-                        "8-bit PNG whose pixel values are the class values (convert colour-coded masks to "
-                        "class indices first)")
-                img.load()
-                arr = np.array(img, dtype=np.uint8)
-    except (ImageReadError, ValueError):
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageReadError(f"{path}: mask refused as a decompression bomb ({e})") from e
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"mask file not found: {path}") from e
-    except (OSError, SyntaxError) as e:
-        raise ImageReadError(f"{path}: cannot read mask ({type(e).__name__}: {e})") from e
+    img = open_image(path, max_pixels, what="mask")
+    if img.mode not in MASK_MODES:
+        raise ValueError(
+            f"{path}: mask image mode is {img.mode!r}; expected a palette ('P') or greyscale ('L') "
+            "8-bit PNG whose pixel values are the class values (convert colour-coded masks to "
+            "class indices first)")
+    w, h = img.size
+    arr = np.array(img, dtype=np.uint8)
     if arr.shape != (h, w):
         raise ImageReadError(f"{path}: decoded mask has shape {arr.shape}, expected ({h}, {w})")
     return arr
@@ -324,10 +314,7 @@ class VOCSegmentation(SegmentationDataset):
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ):
         split = _check_split_name(split)
-        root = Path(root)
-        if year is not None:
-            y = str(year)
-            root = root / (y if y.upper().startswith("VOC") else f"VOC{y}")
+        root = voc_year_root(root, year)
         self.root, self.split = root, split
         if classes is None:
             names_file = root / CLASSES_FILE

@@ -36,6 +36,15 @@ ON_CORRUPT = ("error", "skip")
 _FORBIDDEN = (b"<!doctype", b"<!entity")
 
 
+def voc_year_root(root: Union[str, os.PathLike], year: Union[str, int, None]) -> Path:
+    """The folder holding a VOC year's data: ``root`` itself, or ``root/VOC<year>`` (year 2012 or "VOC2012")."""
+    root = Path(root)
+    if year is None:
+        return root
+    y = str(year)
+    return root / (y if y.upper().startswith("VOC") else f"VOC{y}")
+
+
 def read_voc_xml(path: Union[str, os.PathLike]) -> ET.Element:
     """Parse one annotation file, refusing DTDs / entity declarations; errors name the file."""
     path = Path(path)
@@ -136,10 +145,7 @@ class VOCDetection(DetectionDataset):
             raise ValueError(f"unknown VOC split {split!r}; expected one of {', '.join(VOC_SPLITS)}")
         if on_corrupt not in ON_CORRUPT:
             raise ValueError(f"on_corrupt must be one of {', '.join(ON_CORRUPT)}, got {on_corrupt!r}")
-        root = Path(root)
-        if year is not None:
-            y = str(year)
-            root = root / (y if y.upper().startswith("VOC") else f"VOC{y}")
+        root = voc_year_root(root, year)
         self.root, self.split, self.transform = root, split, transform
         self.keep_difficult = bool(keep_difficult)
         self.on_corrupt, self.max_image_pixels = on_corrupt, int(max_image_pixels)

@@ -54,6 +54,19 @@ def checked_class_names(class_names, num_classes: int) -> list[str]:
     return class_names
 
 
+def check_trained_classes(dataset, class_names, split: str, root, skip: int = 0) -> None:
+    """Evaluation data must have the classes the model was trained on (`class_names`; None: not known).
+    `skip` leading names (detection's background) are left out of the message."""
+    if class_names is not None and list(class_names) != list(dataset.classes):
+        raise ValueError(f"split {split!r} of {root} has classes {list(dataset.classes)[skip:]}, but the model "
+                         f"was trained on {list(class_names)[skip:]}")
+
+
+def images_to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    images = images.to(device, non_blocking=True)
+    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
+
+
 class Accumulator:
     """Collects a task's evaluation outputs batch by batch; `state_tensors` are summed across ranks."""
 
@@ -74,9 +87,12 @@ class Accumulator:
         """Combine every rank's state (distributed evaluation): by default the sum of `state_tensors`.
         Accumulators whose metrics are not sums (COCO AP) gather their raw outputs instead."""
         tensors = self.state_tensors()
-        for t in tensors:
+        # NCCL reduces CUDA tensors only; state kept on the CPU goes there and back
+        on_gpu = torch.distributed.get_backend() == "nccl"
+        reduced = [t.cuda() if on_gpu else t for t in tensors]
+        for t in reduced:
             torch.distributed.all_reduce(t)
-        self.load_state_tensors(tensors)
+        self.load_state_tensors([r.to(t.device) for r, t in zip(reduced, tensors)])
 
 
 class Task:

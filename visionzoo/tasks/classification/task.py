@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-from visionzoo.tasks.base import Accumulator, Task
+from visionzoo.tasks.base import Accumulator, Task, images_to_device
 
 
 @dataclass
@@ -110,10 +110,7 @@ class ClassificationTask(Task):
 
     def to_device(self, batch, device, channels_last):
         images, targets = batch
-        images = images.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return images, targets.to(device, non_blocking=True)
+        return images_to_device(images, device, channels_last), targets.to(device, non_blocking=True)
 
     def batch_size_of(self, batch) -> int:
         return batch[0].shape[0]

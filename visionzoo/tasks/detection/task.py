@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from visionzoo.registry import get_entry
-from visionzoo.tasks.base import Accumulator, Task, checked_data_params
+from visionzoo.tasks.base import Accumulator, Task, check_trained_classes, checked_data_params
 
 
 @dataclass
@@ -231,9 +231,7 @@ class DetectionTask(Task):
     def build_dataset(self, cfg, split, train, class_names=None):
         needs = get_entry(cfg.model.name).family == "fast_rcnn"
         ds = build_detection_dataset(cfg, split, train, proposals=needs)
-        if class_names is not None and list(class_names) != list(ds.classes):
-            raise ValueError(f"split {split!r} of {cfg.data.root} has classes {list(ds.classes)[1:]}, but the model "
-                             f"was trained on {list(class_names)[1:]}")
+        check_trained_classes(ds, class_names, split, cfg.data.root, skip=1)
         return ds
 
     def split_exists(self, cfg, split: str) -> bool:
@@ -243,8 +241,9 @@ class DetectionTask(Task):
         if cfg.data.dataset == "coco":
             return (root / params["ann_file"].format(split=split)).is_file()
         if cfg.data.dataset == "voc":
-            base = root / f"VOC{params['year']}" if params["year"] else root
-            return (base / "ImageSets" / "Main" / f"{split}.txt").is_file()
+            from visionzoo.datasets.voc import voc_year_root
+
+            return (voc_year_root(root, params["year"]) / "ImageSets" / "Main" / f"{split}.txt").is_file()
         return True
 
     def collate(self, samples):

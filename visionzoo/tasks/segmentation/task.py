@@ -13,7 +13,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from visionzoo.tasks.base import Accumulator, Task, checked_data_params
+from visionzoo.tasks.base import (
+    Accumulator,
+    Task,
+    check_trained_classes,
+    checked_data_params,
+    images_to_device,
+)
 
 
 @dataclass
@@ -83,16 +89,21 @@ def build_segmentation_dataset(cfg, split: str, train: bool):
     raise ValueError(f"data.dataset = {d.dataset!r} is not a segmentation dataset; expected 'voc' or 'folder'")
 
 
-def model_logits(model, images: torch.Tensor) -> torch.Tensor:
-    out = model(images)
-    return out["out"] if isinstance(out, dict) else out
-
-
 def denormalize(images: torch.Tensor, mean, std) -> torch.Tensor:
     """Normalised images back to the 0..255 scale the CRF's colour kernel works on."""
     mean = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
     std = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
     return (images * std + mean).clamp(0, 1) * 255.0
+
+
+def build_crf(params: dict):
+    """DenseCRF from eval.crf_params (it holds no tensors, so building one per batch costs nothing)."""
+    from visionzoo.tasks.segmentation.crf import DenseCRF
+
+    try:
+        return DenseCRF(**params)
+    except TypeError as e:
+        raise ValueError(f"eval.crf_params: {e}") from None
 
 
 class _WorstImages:
@@ -102,8 +113,14 @@ class _WorstImages:
     def __init__(self, n: int):
         self.n, self.heap = n, []  # (-iou, index, prediction): the root is the best of the kept
 
-    def offer(self, iou: float, index: int, pred) -> None:
+    def wants(self, iou: float) -> bool:
+        """Whether an image of this IoU would be kept (so its prediction is worth copying)."""
         if self.n <= 0 or iou != iou:  # NaN: an image with nothing to score
+            return False
+        return len(self.heap) < self.n or -iou > self.heap[0][0]
+
+    def offer(self, iou: float, index: int, pred) -> None:
+        if not self.wants(iou):
             return
         item = (-iou, index, pred)
         if len(self.heap) < self.n:
@@ -117,8 +134,6 @@ class _WorstImages:
 
 class SegmentationAccumulator(Accumulator):
     """Confusion matrices (without and with CRF), per-image IoU, and the predictions the report shows."""
-
-    VARIANTS = ("plain", "crf")
 
     def __init__(self, num_classes: int, class_names, with_crf: bool, keep_examples: int, keep_worst: int):
         from visionzoo.tasks.segmentation.metrics import ConfusionMeter
@@ -134,15 +149,16 @@ class SegmentationAccumulator(Accumulator):
         masks = masks.cpu()
         for variant in self.variants:
             preds = outputs[variant].cpu()
-            meter = self.meters[variant]
-            meter.update(preds, masks, indices=list(indices))
-            for k, index in enumerate(indices):
+            ious = self.meters[variant].update(preds, masks, indices=list(indices)).tolist()
+            for k, (index, iou) in enumerate(zip(map(int, indices), ious)):
+                example = len(self.examples) < self.keep_examples or index in self.examples
+                if not (example or self.worst[variant].wants(iou)):
+                    continue  # most images: nothing to keep, so no copy of the prediction
                 h, w = sizes[k]
                 pred = preds[k, :h, :w].to(torch.uint8).numpy()
-                iou = meter.per_image_iou.get(int(index), float("nan"))
-                self.worst[variant].offer(float(iou), int(index), pred)
-                if len(self.examples) < self.keep_examples or int(index) in self.examples:
-                    self.examples.setdefault(int(index), {})[variant] = pred
+                self.worst[variant].offer(iou, index, pred)
+                if example:
+                    self.examples.setdefault(index, {})[variant] = pred
 
     def state_tensors(self):
         return [self.meters[v].state_tensors()[0] for v in self.variants]
@@ -153,12 +169,7 @@ class SegmentationAccumulator(Accumulator):
 
     def synchronize(self) -> None:
         """Sum the confusion matrices; gather per-image IoUs and the worst images from every rank."""
-        tensors = self.state_tensors()
-        if torch.distributed.get_backend() == "nccl":  # NCCL reduces CUDA tensors only
-            tensors = [t.cuda() for t in tensors]
-        for t in tensors:
-            torch.distributed.all_reduce(t)
-        self.load_state_tensors([t.cpu() for t in tensors])
+        super().synchronize()
         gathered = [None] * torch.distributed.get_world_size()
         local = {v: (self.meters[v].per_image_iou, self.worst[v].items()) for v in self.variants}
         torch.distributed.all_gather_object(gathered, local)
@@ -193,9 +204,7 @@ class SegmentationTask(Task):
     # ---- data ---------------------------------------------------------------------------------
     def build_dataset(self, cfg, split, train, class_names=None):
         ds = build_segmentation_dataset(cfg, split, train)
-        if class_names is not None and list(class_names) != list(ds.classes):
-            raise ValueError(f"split {split!r} of {cfg.data.root} has classes {list(ds.classes)}, but the model "
-                             f"was trained on {list(class_names)}")
+        check_trained_classes(ds, class_names, split, cfg.data.root)
         return ds
 
     def split_exists(self, cfg, split: str) -> bool:
@@ -203,8 +212,9 @@ class SegmentationTask(Task):
             return True
         params, root = data_params(cfg), Path(cfg.data.root)
         if cfg.data.dataset == "voc":
-            base = root / f"VOC{params['year']}" if params["year"] else root
-            return (base / "ImageSets" / "Segmentation" / f"{split}.txt").is_file()
+            from visionzoo.datasets.voc import voc_year_root
+
+            return (voc_year_root(root, params["year"]) / "ImageSets" / "Segmentation" / f"{split}.txt").is_file()
         if cfg.data.dataset == "folder":
             return (root / params["image_dir"].format(split=split)).is_dir()
         return True
@@ -219,10 +229,7 @@ class SegmentationTask(Task):
 
     def to_device(self, batch, device, channels_last):
         images, masks, sizes = batch
-        images = images.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return images, masks.to(device, non_blocking=True), sizes
+        return images_to_device(images, device, channels_last), masks.to(device, non_blocking=True), sizes
 
     def batch_size_of(self, batch) -> int:
         return batch[0].shape[0]
@@ -264,17 +271,6 @@ class SegmentationTask(Task):
         return SegmentationAccumulator(len(names), names, cfg.eval.crf, cfg.eval.examples_in_report,
                                        cfg.eval.worst_in_report)
 
-    def _crf(self, cfg):
-        from visionzoo.tasks.segmentation.crf import DenseCRF
-
-        key = repr(sorted(cfg.eval.crf_params.items()))
-        if getattr(self, "_crf_key", None) != key:
-            try:
-                self._crf_module, self._crf_key = DenseCRF(**cfg.eval.crf_params), key
-            except TypeError as e:
-                raise ValueError(f"eval.crf_params: {e}") from None
-        return self._crf_module
-
     def eval_outputs(self, model, batch, cfg):
         from visionzoo.tasks.segmentation.inference import predict_logits
 
@@ -287,7 +283,7 @@ class SegmentationTask(Task):
             for k, (h, w) in enumerate(sizes):
                 valid[k, :h, :w] = True
             rgb = denormalize(images.float(), cfg.data.mean, cfg.data.std)
-            outputs["crf"] = self._crf(cfg).to(images.device)(logits, rgb, valid=valid).argmax(1)
+            outputs["crf"] = build_crf(cfg.eval.crf_params)(logits, rgb, valid=valid).argmax(1)
         return outputs
 
     def scalar_metrics(self, metrics: dict) -> dict[str, float]:
