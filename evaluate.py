@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from visionzoo.config import ConfigError, to_dict
+from visionzoo.config import ConfigError, apply_overrides, deep_merge, load_yaml_with_bases, to_dict, validate
 from visionzoo.datasets.common import ImageReadError
 from visionzoo.engine.evaluator import evaluate, make_eval_loader
 from visionzoo.engine.run_dir import read_log
@@ -38,6 +38,10 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=int, help="data-loading workers")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: auto)")
     p.add_argument("--compare", nargs="+", metavar="RUN", help="print one table comparing these runs")
+    p.add_argument("--eval-config", metavar="YAML",
+                   help="take the eval section from this config (e.g. SiamFC's 5-scale variant); results are "
+                        "saved as metrics_<split>_<config stem>.json")
+    p.add_argument("overrides", nargs="*", help="config overrides KEY=VALUE for this evaluation, e.g. eval.crf=false")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -53,7 +57,13 @@ def pick_split(cfg, task, requested: str | None) -> str:
 
 def run_evaluation(args) -> dict:
     target = load_target(args.target)
-    cfg, task = target.cfg, get_task(target.cfg.task)
+    cfg = target.cfg
+    if args.eval_config or args.overrides:
+        data = to_dict(cfg)
+        if args.eval_config:
+            data["eval"] = deep_merge(data.get("eval") or {}, load_yaml_with_bases(args.eval_config).get("eval") or {})
+        cfg = validate(apply_overrides(data, list(args.overrides)), where=args.eval_config or "overrides")
+    task = get_task(cfg.task)
     if args.data:
         cfg.data.root = args.data
     if args.batch_size:
@@ -89,7 +99,8 @@ def run_evaluation(args) -> dict:
     }
     print(json.dumps({"split": split, **result["scalars"]}))
     if target.run_dir is not None:
-        (target.run_dir / f"metrics_{split}.json").write_text(json.dumps(result, indent=2))
+        variant = f"_{Path(args.eval_config).stem}" if args.eval_config else ""
+        (target.run_dir / f"metrics_{split}{variant}.json").write_text(json.dumps(result, indent=2))
     if args.report:
         out = Path(args.report)
         out.mkdir(parents=True, exist_ok=True)

@@ -6,10 +6,13 @@ Notebook API:
     visionzoo.model_info("vgg16")
     visionzoo.Detector("mask_rcnn_resnet18_fpn", weights="shapes")("image.png")
     visionzoo.Segmenter("fcn8s_resnet18", weights="shapes", crf=True)("image.png")
+    tracker = visionzoo.create_tracker("siamfc_alexnet", weights="shapes"); tracker.init(frame, box)
 """
 from visionzoo.factory import create_model
 from visionzoo.predict import Detections, Detector, Segmentation, Segmenter
 from visionzoo.registry import list_models, model_info, register_model
+from visionzoo.tracking import create_tracker, track_sequence
 
-__all__ = ["Detections", "Detector", "Segmentation", "Segmenter", "create_model", "list_models", "model_info", "register_model"]
+__all__ = ["Detections", "Detector", "Segmentation", "Segmenter", "create_model", "create_tracker",
+           "list_models", "model_info", "register_model", "track_sequence"]
 __version__ = "0.1.0"

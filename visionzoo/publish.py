@@ -34,6 +34,13 @@ def _data_commands(cfg) -> list[str]:
             flags += [f"--{k.replace('_', '-')} {m[k]}" for k in extra if k in m]
             return [f"python -m visionzoo.datasets.{module} {cfg.data.root} --size {m.get('image_size')} "
                     f"{' '.join(flags)} --seed {m.get('seed')}".replace("  ", " ")]
+    meta = root / "sequences_meta.json"
+    if cfg.data.root and meta.is_file():
+        m = json.loads(meta.read_text())
+        counts = " ".join(f"--{k} {v}" for k, v in m.get("counts", {}).items())
+        width, height = m.get("size", [0, 0])
+        return [f"python -m visionzoo.datasets.write_shapes_sequences {cfg.data.root} {counts} "
+                f"--frames {m.get('frames')} --size {width}x{height} --seed {m.get('seed')}"]
     return []
 
 

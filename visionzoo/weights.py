@@ -126,7 +126,7 @@ def resolve_weights(model_name: str, weights: str | os.PathLike, tv_name: str | 
     direct = Path(spec).expanduser()
     searched.append(str(direct))
     if direct.is_file():
-        return ResolvedWeights(direct, "path", None, read_card(direct))
+        return ResolvedWeights(direct, "path", None, read_card(direct) or _checkpoint_card(direct))
 
     looks_like_path = os.sep in spec or spec.endswith(WEIGHT_SUFFIXES)
     candidates = [spec] if spec.endswith(WEIGHT_SUFFIXES) else [f"{model_name}.{spec}.safetensors", spec]
@@ -161,6 +161,21 @@ def verify_sha256(resolved: ResolvedWeights) -> None:
             f"{resolved.path}: sha256 mismatch (expected {expected}..., file has {actual}); "
             "the file is corrupt or not the one its name/model card says. Delete it and fetch it again."
         )
+
+
+def _checkpoint_card(path: Path) -> dict:
+    """A trainer checkpoint's config and meta as a model card (so its architecture keywords, e.g. a
+    narrower width, rebuild the right model); {} for anything else. Never unpickles objects."""
+    if path.suffix not in (".pt", ".pth"):
+        return {}
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # read_state_dict reports unreadable or unsafe files with the full explanation
+        return {}
+    if not (isinstance(obj, dict) and isinstance(obj.get("config"), dict)):
+        return {}
+    meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
+    return {**meta, "config": obj["config"]}
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

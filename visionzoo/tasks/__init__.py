@@ -17,6 +17,7 @@ def get_task(name: str) -> Task:
     import visionzoo.tasks.classification  # noqa: F401  (each task package registers itself)
     import visionzoo.tasks.detection  # noqa: F401
     import visionzoo.tasks.segmentation  # noqa: F401
+    import visionzoo.tasks.tracking  # noqa: F401
 
     if name not in _TASKS:
         close = difflib.get_close_matches(name, list(_TASKS), n=1)

@@ -1,0 +1,276 @@
+"""Single-object tracking as the shared engine sees it.
+
+Training: (exemplar, search) crop pairs drawn from sequences (visionzoo.datasets.tracking_pairs); the
+loss follows the model family: SiamFC's class-balanced logistic loss on the 17x17 response, SINT's
+marginal contrastive loss on RoI embeddings of candidate boxes. Evaluation: every sequence of the split
+is tracked from its first-frame box by the family's tracker (visionzoo.tracking) and scored with the
+OTB and GOT-10k protocols (metrics.py); the report shows success/precision plots, a per-sequence table
+and frames of the best and worst sequences.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+
+from visionzoo.tasks.base import Accumulator, Task, checked_data_params
+from visionzoo.tasks.tracking.losses import contrastive_loss, siamfc_labels, siamfc_logistic_loss
+
+
+@dataclass
+class TrackingAugment:
+    enabled: bool = True
+    stretch: float = 0.05  # each crop's side scaled by 1 + U(-stretch, stretch)
+    shift: float = 8.0  # search crop centre moved by up to this many output px
+
+
+@dataclass
+class TrackingLoss:
+    # SiamFC
+    radius_pos: float = 16.0  # px in the search crop: response cells this close to the target are positive
+    # SINT
+    margin: float = 1.0  # epsilon of the marginal contrastive loss
+    form: Literal["paper", "hadsell"] = "paper"  # where the margin applies: see losses.contrastive_loss
+    positives: int = 16  # candidate boxes per pair with IoU >= pos_iou
+    negatives: int = 48  # ... and with IoU < neg_iou
+    pos_iou: float = 0.7
+    neg_iou: float = 0.5
+
+
+@dataclass
+class TrackingEval:
+    tracker: dict = field(default_factory=dict)  # tracker inference parameters (SiamFCParams / SINTParams)
+    max_sequences: Optional[int] = None  # evaluate only the first n sequences (quick validation)
+    max_frames: Optional[int] = None  # track only the first n frames of each sequence
+    showcase_frames: int = 6  # frames shown per best/worst sequence in the report
+    showcase_sequences: int = 2  # best and worst sequences shown (each)
+
+
+# data.params keys this task understands (anything else is a typo: named in the error)
+DATA_PARAMS = {
+    "layout": "auto",  # got10k, otb, lasot or auto (detected per sequence)
+    "pairs_per_epoch": 2000,
+    "max_gap": 100,  # frames between the two frames of a pair
+    "min_size": 4.0,
+    "max_aspect": 4.0,
+    "min_cover": 1,
+    "context": 0.5,
+}
+LAYOUT_OF_DATASET = {"got10k": "got10k", "otb": "otb", "lasot": "lasot", "sequences": None}
+
+
+def data_params(cfg) -> dict:
+    return checked_data_params(cfg, DATA_PARAMS, "tracking")
+
+
+def model_family(cfg) -> str:
+    from visionzoo.registry import get_entry
+
+    return get_entry(cfg.model.name).family
+
+
+class TrackingAccumulator(Accumulator):
+    """Per-sequence results (boxes, ground truth, times), keyed by dataset index."""
+
+    def __init__(self):
+        self.results: dict[int, object] = {}
+
+    def update(self, batch, outputs, indices) -> None:
+        for index, result in zip(indices, outputs):
+            self.results[int(index)] = result
+
+    def synchronize(self) -> None:
+        gathered = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(gathered, self.results)
+        for part in gathered:
+            self.results.update(part)
+
+    def compute(self) -> dict:
+        from visionzoo.tasks.tracking.metrics import summarize
+
+        return summarize([self.results[k] for k in sorted(self.results)])
+
+
+def _unwrap(model):
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return getattr(model, "module", model)  # DistributedDataParallel
+
+
+class TrackingTask(Task):
+    name = "tracking"
+    loss_config = TrackingLoss
+    eval_config = TrackingEval
+    augment_config = TrackingAugment
+    primary_metric = "ao"
+    higher_is_better = True
+
+    # ---- data ---------------------------------------------------------------------------------
+    def _sequences(self, cfg, split: str):
+        from visionzoo.datasets.sequences import SequenceDataset
+
+        d = cfg.data
+        if d.dataset not in LAYOUT_OF_DATASET:
+            raise ValueError(f"data.dataset = {d.dataset!r} is not a tracking dataset; expected one of "
+                             f"{', '.join(LAYOUT_OF_DATASET)}")
+        if not d.root:
+            raise ValueError(f"data.root is required for data.dataset = {d.dataset}")
+        layout = LAYOUT_OF_DATASET[d.dataset] or data_params(cfg)["layout"]
+        return SequenceDataset(d.root, split=split, layout=layout)
+
+    def build_dataset(self, cfg, split, train, class_names=None):
+        from visionzoo.tracking import tracker_params
+
+        tracker_params(model_family(cfg), cfg.eval.tracker)  # a typo fails now, not after an epoch of training
+        sequences = self._sequences(cfg, split)
+        if not train:
+            if cfg.eval.max_sequences:
+                from torch.utils.data import Subset
+
+                subset = Subset(sequences, range(min(cfg.eval.max_sequences, len(sequences))))
+                subset.sequences = [sequences[i] for i in subset.indices]
+                return subset
+            return sequences
+        from visionzoo.datasets.tracking_pairs import PairSettings, TrackingPairs
+
+        p, aug, loss = data_params(cfg), cfg.data.augment, cfg.loss
+        settings = PairSettings(pairs_per_epoch=int(p["pairs_per_epoch"]), max_gap=int(p["max_gap"]),
+                                context=float(p["context"]), min_size=float(p["min_size"]),
+                                max_aspect=float(p["max_aspect"]), min_cover=int(p["min_cover"]),
+                                stretch=aug.stretch, shift=aug.shift)
+        candidates = None
+        if model_family(cfg) == "sint":
+            candidates = (loss.positives, loss.negatives, loss.pos_iou, loss.neg_iou)
+        return TrackingPairs(list(sequences), settings, mean=cfg.data.mean, std=cfg.data.std, augment=aug.enabled,
+                             candidates=candidates)
+
+    def split_exists(self, cfg, split: str) -> bool:
+        return not cfg.data.root or (Path(cfg.data.root) / split).is_dir()
+
+    def collate(self, samples):
+        if samples and isinstance(samples[0], dict):
+            return torch.utils.data.default_collate(samples)
+        return list(samples)  # evaluation: whole sequences, tracked one by one
+
+    def to_device(self, batch, device, channels_last):
+        if isinstance(batch, dict):
+            return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        return batch
+
+    def batch_size_of(self, batch) -> int:
+        return batch["search"].shape[0] if isinstance(batch, dict) else len(batch)
+
+    # ---- model --------------------------------------------------------------------------------
+    def build_model(self, cfg, train_set):
+        from visionzoo.factory import create_model
+
+        return create_model(cfg.model.name, weights=cfg.model.weights, **cfg.model.kwargs)
+
+    def model_meta(self, cfg, dataset) -> dict:
+        d = cfg.data
+        return {"class_names": None, "input_size": [3, 255, 255], "mean": list(d.mean), "std": list(d.std)}
+
+    # ---- training -----------------------------------------------------------------------------
+    def training_losses(self, model, batch, phase, cfg):
+        if model_family(cfg) == "sint":
+            return self._sint_losses(model, batch, cfg)
+        logits = model(batch["exemplar"], batch["search"])
+        raw = _unwrap(model)
+        labels = siamfc_labels(batch["search_box"], logits.shape[-1], raw.total_stride,
+                               batch["search"].shape[-1], cfg.loss.radius_pos)
+        loss = siamfc_logistic_loss(logits[:, 0].float(), labels)
+        return {"loss": loss, "loss_logistic": loss}
+
+    def _sint_losses(self, model, batch, cfg):
+        b = batch["exemplar"].shape[0]
+        index = torch.arange(b, device=batch["exemplar"].device, dtype=torch.float32)
+        query_rois = torch.cat([index[:, None], batch["exemplar_box"]], 1)
+        cand = batch["candidates"]  # (B, K, 4)
+        k = cand.shape[1]
+        cand_rois = torch.cat([index.repeat_interleave(k)[:, None], cand.reshape(-1, 4)], 1)
+        query = model(batch["exemplar"], query_rois)  # (B, D)
+        candidates = model(batch["search"], cand_rois).reshape(b, k, -1)
+        labels = batch["candidate_labels"].float()
+        loss = contrastive_loss(query[:, None, :].expand_as(candidates), candidates, labels, cfg.loss.margin,
+                                cfg.loss.form)
+        with torch.no_grad():
+            sim = (query[:, None, :] * candidates).sum(-1)
+            pos, neg = sim[labels > 0.5], sim[labels < 0.5]
+        return {"loss": loss, "loss_contrastive": loss, "cos_pos": pos.mean(), "cos_neg": neg.mean()}
+
+    # ---- evaluation ---------------------------------------------------------------------------
+    def new_accumulator(self, cfg, dataset):
+        return TrackingAccumulator()
+
+    def eval_outputs(self, model, batch, cfg):
+        from visionzoo.tasks.tracking.metrics import SequenceResult
+        from visionzoo.tracking import build_tracker, track_sequence
+
+        raw = _unwrap(model)
+        device = next(raw.parameters()).device
+        tracker = build_tracker(raw, model_family(cfg), cfg.eval.tracker, device=device, mean=cfg.data.mean,
+                                std=cfg.data.std)
+        results = []
+        for seq in batch:
+            frames = _FirstFrames(seq, cfg.eval.max_frames)
+            track = track_sequence(tracker, frames, seq.boxes[0])
+            n = len(frames)
+            first = seq.load_frame(0)
+            results.append(SequenceResult(
+                name=seq.name, pred=track.boxes, gt=np.asarray(seq.boxes[:n], dtype=np.float64),
+                cover=None if seq.cover is None else np.asarray(seq.cover[:n]),
+                absent=None if seq.absent is None else np.asarray(seq.absent[:n]),
+                times=track.times, image_size=(first.shape[1], first.shape[0])))
+        model.eval()  # the tracker switched the raw module to eval already; keep the wrapper in step
+        return results
+
+    def scalar_metrics(self, metrics: dict) -> dict[str, float]:
+        keys = ["ao", "sr50", "sr75", "success_auc", "precision_20", "fps"]
+        return {k: float(metrics[k]) for k in keys if metrics.get(k) is not None}
+
+    def write_report(self, out_path: Path, *, metrics, dataset, accumulator, model, model_summary, log_records,
+                     run_info, cfg, title) -> Path:
+        from visionzoo.tasks.tracking.report import build_tracking_report
+
+        showcase = select_showcase(metrics, accumulator.results, dataset, cfg.eval.showcase_sequences,
+                                   cfg.eval.showcase_frames)
+        return build_tracking_report(out_path, title=title, metrics=metrics, showcase=showcase,
+                                     log_records=log_records, model_summary=model_summary, run_info=run_info)
+
+
+class _FirstFrames:
+    """The first `limit` frames of a sequence (all when limit is None), loadable one at a time."""
+
+    def __init__(self, seq, limit: int | None):
+        self.seq, self.n = seq, len(seq) if not limit else min(limit, len(seq))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def load_frame(self, i: int) -> np.ndarray:
+        return self.seq.load_frame(i)
+
+
+def select_showcase(metrics: dict, results: dict, dataset, per_side: int, frames_per_sequence: int) -> list[dict]:
+    """Evenly spaced frames of the `per_side` best and worst sequences by AO, with both boxes."""
+    rows = [r for r in metrics.get("per_sequence", []) if r.get("ao") is not None]
+    if not rows or per_side <= 0 or frames_per_sequence <= 0:
+        return []
+    rows.sort(key=lambda r: r["ao"])
+    chosen = [("best", r) for r in rows[::-1][:per_side]]
+    chosen += [("worst", r) for r in rows[:per_side] if r["name"] not in {c[1]["name"] for c in chosen}]
+    by_name = {res.name: (index, res) for index, res in results.items()}
+    showcase = []
+    for label, row in chosen:
+        index, res = by_name[row["name"]]
+        seq = dataset[index]
+        n = len(res.pred)
+        picks = np.unique(np.linspace(0, n - 1, min(frames_per_sequence, n)).round().astype(int))
+        frames = []
+        for i in picks:
+            gt = res.gt[i]
+            frames.append((int(i), seq.load_frame(int(i)), gt if np.isfinite(gt).all() else None, res.pred[i]))
+        showcase.append({"name": row["name"], "label": label, "ao": row["ao"], "frames": frames})
+    return showcase

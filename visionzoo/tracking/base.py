@@ -1,0 +1,93 @@
+"""The tracker API every tracker of the zoo follows, and a helper that runs one over a whole sequence.
+
+    tracker = visionzoo.create_tracker("siamfc_alexnet", weights="shapes")
+    tracker.init(first_frame, (x, y, w, h))
+    box, score = tracker.update(next_frame)      # box: (x, y, w, h) in pixels
+    result = visionzoo.track_sequence(tracker, frames, init_box)   # result.boxes, result.fps
+
+Frames are paths, PIL images, HxWx3 uint8 RGB arrays or CHW tensors (anything `load_image` takes).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+
+def as_rgb_array(image) -> np.ndarray:
+    """HxWx3 uint8 RGB (no copy for an array that already is one)."""
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+        return image
+    from visionzoo.predict import load_image
+
+    return np.asarray(load_image(image), dtype=np.uint8)
+
+
+def check_box(box) -> np.ndarray:
+    b = np.asarray(box, dtype=np.float64).reshape(-1)
+    if b.shape != (4,) or not np.isfinite(b).all() or b[2] <= 0 or b[3] <= 0:
+        raise ValueError(f"the initial box must be finite (x, y, w, h) with w, h > 0, got {box!r}")
+    return b
+
+
+class Tracker:
+    """Single-object tracker: `init` on the first frame with the target's box, then `update` per frame."""
+
+    name = "tracker"
+
+    def __init__(self, model: torch.nn.Module, *, device="cpu", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1) * 255
+        self.box: np.ndarray | None = None
+
+    def to_input(self, crops: np.ndarray) -> torch.Tensor:
+        """(N, S, S, 3) uint8 crops -> normalised (N, 3, S, S) float tensor on the device."""
+        t = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device).permute(0, 3, 1, 2).float()
+        return (t - self.mean) / self.std
+
+    def init(self, image, box) -> None:
+        raise NotImplementedError
+
+    def update(self, image) -> tuple[np.ndarray, float]:
+        raise NotImplementedError
+
+
+@dataclass
+class TrackResult:
+    boxes: np.ndarray  # (N, 4) x, y, w, h; row 0 is the initial box
+    scores: np.ndarray  # (N,) the tracker's confidence; NaN for frame 0
+    times: np.ndarray  # (N,) seconds: times[0] for init, then per update
+
+    @property
+    def fps(self) -> float:
+        """Frames per second of `update` (frame 0's init excluded, as the benchmarks count it)."""
+        t = float(self.times[1:].sum())
+        return (len(self.times) - 1) / t if t > 0 else float("nan")
+
+
+def track_sequence(tracker: Tracker, frames, init_box, *, progress: bool = False, desc: str = "tracking") -> TrackResult:
+    """Track a whole sequence: `frames` is a list of frames or anything with `len()` and `load_frame(i)`
+    (a `visionzoo.datasets.sequences.Sequence`). Frame loading is not timed."""
+    load = frames.load_frame if hasattr(frames, "load_frame") else (lambda i: frames[i])
+    n = len(frames)
+    if n == 0:
+        raise ValueError("track_sequence: the sequence has no frames")
+    boxes = np.zeros((n, 4))
+    scores = np.full(n, np.nan)
+    times = np.zeros(n)
+    for i in tqdm(range(n), desc=desc, disable=not progress, leave=False, unit="frame"):
+        image = as_rgb_array(load(i))
+        start = time.perf_counter()
+        if i == 0:
+            tracker.init(image, init_box)
+            boxes[0] = check_box(init_box)
+        else:
+            box, score = tracker.update(image)
+            boxes[i], scores[i] = box, score
+        times[i] = time.perf_counter() - start
+    return TrackResult(boxes, scores, times)
