@@ -33,7 +33,7 @@ def test_vgg_fcn_parameter_counts(name, params):
 def test_segmentation_models_are_listed_by_task():
     names = set(visionzoo.list_models(task="segmentation"))
     assert {"fcn32s_vgg16", "fcn16s_vgg16", "fcn8s_vgg16", "fcn_resnet50", "fcn_resnet101", "fcn_resnet18",
-            "fcn8s_resnet18"} <= names
+            "fcn8s_resnet18", "fcn4s_resnet18"} <= names
     assert visionzoo.list_models("fcn*s_vgg16") == ["fcn16s_vgg16", "fcn32s_vgg16", "fcn8s_vgg16"]
 
 
@@ -123,12 +123,28 @@ def test_vgg16_classifier_weights_initialise_the_fcn(tmp_path):
     torch.testing.assert_close(model.fc7.bias, state["classifier.3.bias"])
 
 
-@pytest.mark.parametrize("name", ["fcn8s_resnet18", "fcn_resnet18"])
+@pytest.mark.parametrize("name", ["fcn8s_resnet18", "fcn4s_resnet18", "fcn_resnet18"])
 @pytest.mark.parametrize("size", [(32, 32), (100, 77), (129, 64)])
 def test_small_variants_any_input_size(name, size):
     model = visionzoo.create_model(name, num_classes=6).eval()
     with torch.no_grad():
         assert model(torch.rand(2, 3, *size))["out"].shape == (2, 6, *size)
+
+
+def test_fcn4s_adds_a_stride4_skip_to_fcn8s():
+    """Same trunk and coarse skips as FCN-8s (its parameters load by name), plus a zero-initialised layer1
+    score layer and one more learned 2x upsampling, ending in a fixed 4x (not 8x) bilinear upsampling."""
+    fcn8s = visionzoo.create_model("fcn8s_resnet18", num_classes=6)
+    fcn4s = visionzoo.create_model("fcn4s_resnet18", num_classes=6)
+    missing, unexpected = fcn4s.load_state_dict(fcn8s.state_dict(), strict=False)
+    assert sorted(missing) == ["score_pool2.bias", "score_pool2.weight", "upscore4.weight", "upscore_pool3.weight"]
+    assert unexpected == ["upscore8.weight"]
+    assert fcn4s.score_pool2.weight.abs().sum() == 0 and fcn4s.score_pool2.in_channels == 64
+    assert not fcn4s.upscore4.weight.requires_grad and fcn4s.upscore_pool3.weight.requires_grad
+    with pytest.raises(ValueError, match="finest_stride"):
+        from visionzoo.models.fcn import FCN8sResNet
+
+        FCN8sResNet(torchvision.models.resnet18(), 6, finest_stride=2)
 
 
 def test_small_variant_backbone_from_shipped_classifier():

@@ -10,7 +10,7 @@ import visionzoo
 from tests.helpers import run_script
 from visionzoo.weights import REPO_WEIGHTS_DIR, sha256_file
 
-MODEL = "fcn8s_resnet18"
+MODEL = "fcn4s_resnet18"
 NAMES = ["background", "circle", "square", "triangle", "star", "hexagon"]
 WEIGHTS = REPO_WEIGHTS_DIR / f"{MODEL}.shapes.safetensors"
 

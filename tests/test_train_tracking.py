@@ -130,6 +130,16 @@ def test_evaluation_numbers_match_an_independent_recomputation(tmp_path, seq_roo
             ious.append(inter / union if union > 0 else 0.0)
     assert ao == pytest.approx(float(np.mean(ious)), abs=1e-9)
 
+    # the 5-scale variant is a config: evaluate.py takes its eval section, and saves the result apart
+    five = ROOT / "configs/tracking/siamfc_alexnet_shapes_5scale.yaml"
+    proc = run_script("evaluate.py", run_dir, "--split", "val", "--eval-config", five, "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run_dir / "metrics_val.json").read_text())["metrics"]["ao"] == ao  # untouched
+    five_scale = json.loads((run_dir / "metrics_val_siamfc_alexnet_shapes_5scale.json").read_text())
+    assert 0.0 <= five_scale["metrics"]["ao"] <= 1.0
+    proc = run_script("evaluate.py", run_dir, "--split", "val", "--no-progress", "eval.tracker.scale_num=4")
+    assert proc.returncode == 1 and "scale_num must be odd" in proc.stderr
+
 
 def test_real_got10k_sequence_is_read_and_tracked():
     from visionzoo.datasets.sequences import read_got10k_sequence

@@ -5,7 +5,7 @@ Notebook API:
     visionzoo.create_model("resnet18", weights="shapes")
     visionzoo.model_info("vgg16")
     visionzoo.Detector("mask_rcnn_resnet18_fpn", weights="shapes")("image.png")
-    visionzoo.Segmenter("fcn8s_resnet18", weights="shapes", crf=True)("image.png")
+    visionzoo.Segmenter("fcn4s_resnet18", weights="shapes", crf=True)("image.png")
     tracker = visionzoo.create_tracker("siamfc_alexnet", weights="shapes"); tracker.init(frame, box)
 """
 from visionzoo.factory import create_model

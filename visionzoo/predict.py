@@ -171,7 +171,7 @@ class Segmentation:
 class Segmenter:
     """Wraps a segmentation model of the zoo for inference on ordinary images of any size.
 
-        seg = visionzoo.Segmenter("fcn8s_resnet18", weights="shapes", crf=True)
+        seg = visionzoo.Segmenter("fcn4s_resnet18", weights="shapes", crf=True)
         result = seg("photo.png")        # result.mask (H, W), result.probabilities, result.present()
         seg.overlay("photo.png", result)  # PIL image with the class colours blended in
 

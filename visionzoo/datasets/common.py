@@ -1,6 +1,7 @@
 """Pieces every dataset shares: the skipped-sample marker and safe image opening."""
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,3 +58,18 @@ def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, wha
 def open_image_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
     """Open and fully decode an image as RGB, refusing decompression bombs (see :func:`open_image`)."""
     return open_image(path, max_pixels).convert("RGB")
+
+
+def read_writer_meta(path: Path, what: str) -> dict | None:
+    """A dataset writer's metadata JSON (None when absent). An unreadable one is an error telling how to
+    start over, rather than a guess that could mix two datasets in one folder."""
+    try:
+        meta = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        meta = e
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: unreadable {what} metadata ({meta}); pass overwrite=True (--overwrite) "
+                         "to rewrite the folder")
+    return meta

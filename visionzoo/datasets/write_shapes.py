@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from visionzoo.datasets.common import read_writer_meta
 from visionzoo.datasets.shapes import (
     DEFAULT_SPLIT_SIZES,
     SHAPE_CLASSES,
@@ -73,16 +74,7 @@ def _expected_files(out: Path, params: dict):
 
 
 def _read_meta(path: Path) -> dict | None:
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        meta = e
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path}: unreadable shapes metadata ({meta}); pass overwrite=True (--overwrite) "
-                         "to rewrite the folder")
-    return meta
+    return read_writer_meta(path, "shapes")
 
 
 def _differences(old: dict, new: dict) -> str:

@@ -30,6 +30,7 @@ from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
+from visionzoo.datasets.common import read_writer_meta
 from visionzoo.datasets.shapes import (
     DEFAULT_SUPERSAMPLE,
     SHAPE_CLASSES,
@@ -122,16 +123,7 @@ def _file_name(split: str, index: int) -> str:
 
 
 def _read_meta(path: Path) -> dict | None:
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        meta = e
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path}: unreadable scenes metadata ({meta}); pass overwrite=True (--overwrite) "
-                         "to rewrite the folder")
-    return meta
+    return read_writer_meta(path, "scenes")
 
 
 def _write_json(path: Path, obj, indent=None) -> None:

@@ -43,6 +43,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from visionzoo.datasets.common import read_writer_meta
 from visionzoo.datasets.shapes import (
     DEFAULT_SUPERSAMPLE,
     SHAPE_CLASSES,
@@ -516,16 +517,7 @@ def _params(counts: dict[str, int], frames: int, size: tuple[int, int], seed: in
 
 
 def _read_meta(path: Path) -> dict | None:
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        meta = e
-    if not isinstance(meta, dict):
-        raise ValueError(f"{path}: unreadable sequences metadata ({meta}); pass overwrite=True (--overwrite) "
-                         "to rewrite the folder")
-    return meta
+    return read_writer_meta(path, "sequences")
 
 
 def _all_files_present(out: Path, params: dict) -> bool:

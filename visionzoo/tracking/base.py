@@ -50,6 +50,30 @@ class Tracker:
         t = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device).permute(0, 3, 1, 2).float()
         return (t - self.mean) / self.std
 
+    def start(self, image, box) -> np.ndarray:
+        """Shared part of `init`: the target's centre and size (and the first size, which bounds later
+        scale changes), the frame's mean colour for padding crops. Returns the frame as an RGB array."""
+        image = as_rgb_array(image)
+        x, y, w, h = check_box(box)
+        self.center = np.array([x + w / 2, y + h / 2])
+        self.target = np.array([w, h])
+        self.base_target = self.target.copy()
+        self.avg_color = image.reshape(-1, 3).mean(0)
+        self.box = np.array([x, y, w, h])
+        return image
+
+    def move(self, image_shape, displacement, scale: float, min_scale: float, max_scale: float) -> float:
+        """Shared end of `update`: shift the centre by `displacement` (image px, kept on the image), rescale
+        the target by `scale` kept within [min_scale, max_scale] of its first size; returns the scale applied."""
+        bounded = np.clip(scale * self.target[0] / self.base_target[0], min_scale, max_scale)
+        scale = float(bounded * self.base_target[0] / self.target[0])
+        self.target = self.target * scale
+        h_img, w_img = image_shape[:2]
+        self.center = np.clip(self.center + displacement, 0, [w_img, h_img])
+        w, h = self.target
+        self.box = np.array([self.center[0] - w / 2, self.center[1] - h / 2, w, h])
+        return scale
+
     def init(self, image, box) -> None:
         raise NotImplementedError
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from visionzoo.tracking.base import Tracker, as_rgb_array, check_box
+from visionzoo.tracking.base import Tracker, as_rgb_array
 from visionzoo.tracking.crops import context_side, crop_and_resize
 
 
@@ -49,19 +49,14 @@ class SiamFCTracker(Tracker):
 
     @torch.no_grad()
     def init(self, image, box) -> None:
-        image = as_rgb_array(image)
-        x, y, w, h = check_box(box)
+        image = self.start(image, box)
         p = self.params
-        self.center = np.array([x + w / 2, y + h / 2])
-        self.target = np.array([w, h])
-        self.base_target = self.target.copy()
-        self.avg_color = image.reshape(-1, 3).mean(0)
+        w, h = self.target
         self.z_side = context_side(w, h, p.context)
         self.x_side = self.z_side * p.search_size / p.exemplar_size
         z = crop_and_resize(image, tuple(self.center), self.z_side, p.exemplar_size, self.avg_color)
         self.kernel = self.model.embed(self.to_input(z[None]))
         self.window = None  # sized from the first response map (17x17 for the paper's network) x upsampling
-        self.box = np.array([x, y, w, h])
 
     def _cosine_window(self, up: int) -> np.ndarray:
         if self.window is None or self.window.shape[0] != up:
@@ -97,16 +92,8 @@ class SiamFCTracker(Tracker):
         disp_response = np.array([col, row]) - (up - 1) / 2
         disp_crop = disp_response * self.model.total_stride / p.response_upsample
         disp_image = disp_crop * sides[best] / p.search_size
-        self.center = self.center + disp_image
-
         scale = (1 - p.scale_lr) + p.scale_lr * self.scale_factors[best]
-        scale = float(np.clip(scale * self.target[0] / self.base_target[0], p.min_scale, p.max_scale)
-                      * self.base_target[0] / self.target[0])
-        self.target = self.target * scale
+        scale = self.move(image.shape, disp_image, scale, p.min_scale, p.max_scale)
         self.z_side *= scale
         self.x_side *= scale
-        h_img, w_img = image.shape[:2]
-        self.center = np.clip(self.center, 0, [w_img, h_img])
-        w, h = self.target
-        self.box = np.array([self.center[0] - w / 2, self.center[1] - h / 2, w, h])
         return self.box.copy(), score

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from visionzoo.tracking.base import Tracker, as_rgb_array, check_box
+from visionzoo.tracking.base import Tracker, as_rgb_array
 from visionzoo.tracking.crops import box_in_crop, context_side, crop_and_resize
 
 
@@ -59,19 +59,14 @@ class SINTTracker(Tracker):
 
     @torch.no_grad()
     def init(self, image, box) -> None:
-        image = as_rgb_array(image)
-        x, y, w, h = check_box(box)
+        image = self.start(image, box)
         p = self.params
-        self.center = np.array([x + w / 2, y + h / 2])
-        self.target = np.array([w, h])
-        self.base_target = self.target.copy()
-        self.avg_color = image.reshape(-1, 3).mean(0)
+        x, y, w, h = self.box
         z_side = context_side(w, h, p.context)
         crop = crop_and_resize(image, tuple(self.center), z_side, p.exemplar_size, self.avg_color)
         bx, by, bw, bh = box_in_crop((x, y, w, h), tuple(self.center), z_side, p.exemplar_size)
         roi = torch.tensor([[0, bx, by, bx + bw, by + bh]], dtype=torch.float32, device=self.device)
         self.query = self.model(self.to_input(crop[None]), roi)[0]
-        self.box = np.array([x, y, w, h])
 
     @torch.no_grad()
     def update(self, image) -> tuple[np.ndarray, float]:
@@ -90,13 +85,7 @@ class SINTTracker(Tracker):
         scores = (embeddings @ self.query).float().cpu().numpy()
         best = int(scores.argmax())
         x1, y1, x2, y2 = boxes[best]
-        self.center = self.center + (np.array([(x1 + x2) / 2, (y1 + y2) / 2]) - c) / a
-        new_w = (x2 - x1) / a
-        scale = (1 - p.scale_lr) + p.scale_lr * new_w / w
-        scale = float(np.clip(scale * w / self.base_target[0], p.min_scale, p.max_scale) * self.base_target[0] / w)
-        self.target = self.target * scale
-        h_img, w_img = image.shape[:2]
-        self.center = np.clip(self.center, 0, [w_img, h_img])
-        w, h = self.target
-        self.box = np.array([self.center[0] - w / 2, self.center[1] - h / 2, w, h])
+        displacement = (np.array([(x1 + x2) / 2, (y1 + y2) / 2]) - c) / a
+        scale = (1 - p.scale_lr) + p.scale_lr * (x2 - x1) / a / w
+        self.move(image.shape, displacement, scale, p.min_scale, p.max_scale)
         return self.box.copy(), float(scores[best])
