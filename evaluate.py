@@ -43,7 +43,7 @@ def parse_args(argv=None):
                         "saved as metrics_<split>_<config stem>.json")
     p.add_argument("overrides", nargs="*", help="config overrides KEY=VALUE for this evaluation, e.g. eval.crf=false")
     p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)  # overrides may follow options
 
 
 def pick_split(cfg, task, requested: str | None) -> str:

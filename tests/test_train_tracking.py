@@ -148,7 +148,7 @@ def test_real_got10k_sequence_is_read_and_tracked():
 
     seq = read_got10k_sequence(GOT_SEQUENCE)
     assert len(seq) == 60 and seq.load_frame(0).shape == (720, 1280, 3)
-    tracker = create_tracker("siamfc_alexnet", width=0.25)  # untrained: this checks the plumbing at 1280x720
+    tracker = create_tracker("siamfc_alexnet", model_kwargs={"width": 0.25})  # untrained: this checks the plumbing at 1280x720
     result = track_sequence(tracker, _First(seq, 8), seq.boxes[0])
     assert result.boxes.shape == (8, 4) and np.isfinite(result.boxes).all()
     metrics = summarize([SequenceResult(seq.name, result.boxes, seq.boxes[:8], seq.cover[:8], seq.absent[:8],

@@ -40,9 +40,11 @@ def build_tracker(model, family: str, params: dict | None = None, **kwargs) -> T
     return TRACKERS[family][0](model, settings, **kwargs)
 
 
-def create_tracker(name: str, weights: str | None = None, *, device="cpu", mean=None, std=None, **params) -> Tracker:
-    """A tracker around the registered tracking model `name` (optionally with weights); `params` override
-    the tracker's inference parameters (e.g. scale_num=5 for SiamFC's 5-scale search)."""
+def create_tracker(name: str, weights: str | None = None, *, device="cpu", mean=None, std=None,
+                   model_kwargs: dict | None = None, **params) -> Tracker:
+    """A tracker around the registered tracking model `name` (optionally with weights); `model_kwargs` go to
+    the model builder (e.g. width=0.25), `params` override the tracker's inference parameters (e.g. the
+    5-scale search: `**vars(SiamFCParams.five_scale())`)."""
     from visionzoo.factory import create_model
     from visionzoo.registry import get_entry
 
@@ -50,7 +52,7 @@ def create_tracker(name: str, weights: str | None = None, *, device="cpu", mean=
     if entry.task != "tracking":
         raise ValueError(f"{name!r} is a {entry.task} model, not a tracker; trackers: "
                          f"{', '.join(n for n in _tracking_models())}")
-    model = create_model(name, weights=weights)
+    model = create_model(name, weights=weights, **(model_kwargs or {}))
     card = getattr(model, "pretrained_cfg", {}) or {}
     card_params = (((card.get("config") or {}).get("eval") or {}).get("tracker") or {})
     return build_tracker(model, entry.family, {**card_params, **params}, device=device,
