@@ -92,12 +92,15 @@ def run_evaluation(args) -> dict:
         "gflops": gflops(model, input_size), "input_size": input_size, "weights": str(target.weights),
     }
     result = {
-        "target": str(args.target), "split": split, "data_root": cfg.data.root, "num_samples": len(dataset),
+        "target": str(args.target), "command": "python evaluate.py " + " ".join(getattr(args, "argv", [])),
+        "split": split, "data_root": cfg.data.root, "num_samples": len(dataset),
         "skipped_files": [s.path for s in skipped], "seconds": round(seconds, 2),
         "images_per_s": round(len(dataset) / max(seconds, 1e-9), 2), "model": summary,
         "scalars": task.scalar_metrics(metrics), "metrics": metrics,
     }
     print(json.dumps({"split": split, **result["scalars"]}))
+    for message in metrics.get("warnings") or []:
+        print(f"warning: {message}", file=sys.stderr)
     if target.run_dir is not None:
         variant = f"_{Path(args.eval_config).stem}" if args.eval_config else ""
         (target.run_dir / f"metrics_{split}{variant}.json").write_text(json.dumps(result, indent=2))
@@ -112,7 +115,8 @@ def run_evaluation(args) -> dict:
             run_file = target.run_dir / "run.json"
             run_info = json.loads(run_file.read_text()) if run_file.is_file() else {}
             run_info.pop("history", None)
-        run_info = {**(run_info or {}), "config": to_dict(cfg), "evaluated": {"split": split, "root": cfg.data.root}}
+        run_info = {**(run_info or {}), "config": to_dict(cfg), "evaluated": {"split": split, "root": cfg.data.root},
+                    "run_dir": str(target.run_dir) if target.run_dir is not None else None}
         report = task.write_report(
             out / "report.html", metrics=metrics, dataset=dataset, accumulator=accumulator, model=model.cpu(),
             model_summary=summary, log_records=log_records, run_info=run_info, cfg=cfg,
@@ -139,6 +143,7 @@ def compare(runs: list[str]) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in metrics json: how it was evaluated
     try:
         if args.compare:
             compare(([args.target] if args.target else []) + args.compare)

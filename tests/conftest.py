@@ -20,3 +20,15 @@ def isolated_caches(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module: the test cores are often shared with training jobs, and two OpenMP
+    threads on busy cores wait at every barrier and run several times slower than one."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

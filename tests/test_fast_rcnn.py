@@ -18,13 +18,8 @@ NAMES = ("fast_rcnn_vgg16", "fast_rcnn_resnet50_fpn", "fast_rcnn_resnet18_fpn")
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The 2 test cores are shared with training jobs; 2 OpenMP threads on busy cores wait at every barrier
-    # and run several times slower than 1 thread.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -84,7 +84,9 @@ def publish(run_dir: Path, tag: str, out_dir: Path, dtype: str = "float16") -> P
         "interpolation": meta.get("interpolation"),
         "crop_pct": meta.get("crop_pct"),
         "dtype": dtype,
-        "metrics": {"split": metrics["split"], "data_root": metrics.get("data_root"), **metrics["scalars"]},
+        # scalars, and the strings that qualify them (the feature extractor an FID was measured with)
+        "metrics": {"split": metrics["split"], "data_root": metrics.get("data_root"), **metrics["scalars"],
+                    **{k: v for k, v in metrics.get("metrics", {}).items() if isinstance(v, str)}},
         "sha256": sha256_file(weights_file),
         "size_bytes": weights_file.stat().st_size,
         "trained": {"epochs": cfg.train.epochs, "seconds": _training_seconds(run_dir), "git": run_info.get("git"),
@@ -92,7 +94,8 @@ def publish(run_dir: Path, tag: str, out_dir: Path, dtype: str = "float16") -> P
         "command": run_info.get("command"),
         "reproduce": _data_commands(cfg) + [
             f"python train.py {run_info.get('config_file') or '<config>'} --run-dir {run_dir}",
-            f"python evaluate.py {run_dir} --split {metrics['split']}",
+            # the evaluation as it was run (overrides such as eval.iwae_k=5000 included)
+            metrics.get("command") or f"python evaluate.py {run_dir} --split {metrics['split']}",
             f"python -m visionzoo.publish {run_dir} --tag {tag} --out {out_dir}",
         ],
         "config": to_dict(cfg),

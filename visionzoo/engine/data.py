@@ -31,9 +31,15 @@ class SeededDataset(Dataset):
 
     def __getitem__(self, item):
         index, seed = item
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        # Only the CPU generator: data pipelines draw nothing on accelerators, and torch.manual_seed would also
+        # queue lazy CUDA/XPU/MTIA seeding, each recording a Python stack (about 1 ms per item, measured).
+        generator = torch.default_generator
+        state = generator.get_state()
+        generator.manual_seed(seed)
+        try:
             return index, self.dataset[index]
+        finally:
+            generator.set_state(state)
 
 
 class EpochSampler(Sampler):

@@ -126,7 +126,7 @@ class Trainer:
 
         self.pos = Position()
         self.best: dict | None = None
-        self.best_metric = cfg.train.best_metric or self.task.primary_metric
+        self.best_metric = cfg.train.best_metric or self.task.primary_metric_for(cfg)
         self.stop_signal: int | None = None
         self.skipped_this_epoch: list = []
         if resume is not None:
@@ -240,6 +240,8 @@ class Trainer:
                                                     or self.pos.epoch + 1 == cfg.train.epochs):
                     metrics = self.validate()
                     record.update({f"val_{k}": v for k, v in metrics.items()})
+                if self.is_main:
+                    self._after_epoch()
                 self.pos = Position(self.pos.epoch + 1, 0, self.pos.global_step)
                 self.save_checkpoint()
                 self.logger.log(record)
@@ -262,16 +264,28 @@ class Trainer:
             f"checkpoint written to {self.run_dir / 'last.pt'}.\n"
             f"Resume with: python train.py --resume {self.run_dir}", 128 + self.stop_signal)
 
+    @torch.no_grad()
+    def _after_epoch(self) -> None:
+        model = self.ema.module if self.ema is not None else self.model
+        was_training = model.training
+        model.eval()
+        self.task.after_epoch(model, self.cfg, self.pos.epoch + 1, self.run_dir, self.val_set or self.train_set)
+        model.train(was_training)
+
     def validate(self) -> dict:
         model = self.ema.module if self.ema is not None else self.model
         metrics, _, _ = evaluate(self.task, model, self.val_loader, self.cfg, self.device,
                                  desc="validate", show_progress=self.show_progress and self.is_main)
         scalars = self.task.scalar_metrics(metrics)
+        for message in metrics.get("warnings") or []:  # e.g. a GAN whose samples collapsed
+            if self.is_main:
+                tqdm.write(f"warning: epoch {self.pos.epoch + 1}: {message}")
+            self.logger.log({"type": "warning", "epoch": self.pos.epoch + 1, "message": message})
         self.logger.log({"type": "val", "epoch": self.pos.epoch + 1, "step": self.pos.global_step, **scalars})
         value = scalars.get(self.best_metric)
         if value is None:
             raise KeyError(f"train.best_metric = {self.best_metric!r} is not among the metrics {sorted(scalars)}")
-        better = self.best is None or (value > self.best["value"] if self.task.higher_is_better
+        better = self.best is None or (value > self.best["value"] if self.task.higher_is_better_for(self.best_metric)
                                        else value < self.best["value"])
         if better:
             self.best = {"metric": self.best_metric, "value": value, "epoch": self.pos.epoch + 1}
@@ -289,6 +303,8 @@ class Trainer:
         self.skipped_this_epoch = []
         sums: dict[str, torch.Tensor] = {}
         window_sums: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}  # per term: phases that run every n-th batch report on their own steps
+        window_counts: dict[str, int] = {}
         window_images, window_start, window_batches = 0, time.time(), 0
         epoch_images, epoch_batches, epoch_start = 0, 0, time.time()
         bar = tqdm(total=self.steps_per_epoch, initial=self.pos.batch_in_epoch, unit="batch", dynamic_ncols=True,
@@ -305,6 +321,8 @@ class Trainer:
                     v = v.detach().float()
                     window_sums[k] = window_sums.get(k, 0) + v
                     sums[k] = sums.get(k, 0) + v
+                    window_counts[k] = window_counts.get(k, 0) + 1
+                    counts[k] = counts.get(k, 0) + 1
                 if check_every_step:
                     self._check_finite(losses)
                 window_images += n_images
@@ -315,7 +333,7 @@ class Trainer:
             self.pos.global_step += 1
             bar.update(1)
             if self.pos.global_step % log_interval == 0 and window_batches:
-                means = {k: float(v) / window_batches for k, v in window_sums.items()}
+                means = {k: float(v) / window_counts[k] for k, v in window_sums.items()}
                 if not check_every_step:
                     self._check_finite(means)
                 elapsed = max(time.time() - window_start, 1e-9)
@@ -324,7 +342,7 @@ class Trainer:
                 self.logger.log({"type": "train", "epoch": self.pos.epoch + 1, "step": self.pos.global_step,
                                  "lr": lr, **means, "images_per_s": round(rate, 2)})
                 bar.set_postfix(loss=f"{means['loss']:.4f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
-                window_sums, window_images, window_batches, window_start = {}, 0, 0, time.time()
+                window_sums, window_counts, window_images, window_batches, window_start = {}, {}, 0, 0, time.time()
             if self.stop_signal is not None:
                 break
         bar.close()
@@ -336,7 +354,7 @@ class Trainer:
             self.logger.log({"type": "warning", "epoch": self.pos.epoch + 1, "message": msg,
                              "skipped": len(self.skipped_this_epoch)})
         seconds = time.time() - epoch_start
-        stats = {f"train_{k}": float(v) / max(epoch_batches, 1) for k, v in sums.items()}
+        stats = {f"train_{k}": float(v) / counts[k] for k, v in sums.items()}
         stats.update({"seconds": round(seconds, 2), "images_per_s": round(epoch_images / max(seconds, 1e-9), 2),
                       "lr": self.current_lr(), "skipped": len(self.skipped_this_epoch)})
         return stats

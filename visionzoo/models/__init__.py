@@ -1,2 +1,14 @@
 """Architecture files. Importing this package registers every model."""
-from visionzoo.models import alexnet, fast_rcnn, fcn, rcnn, resnet, siamfc, sint, vgg  # noqa: F401
+from visionzoo.models import (  # noqa: F401
+    alexnet,
+    autoencoder,
+    fast_rcnn,
+    fcn,
+    gan,
+    rcnn,
+    resnet,
+    siamfc,
+    sint,
+    vae,
+    vgg,
+)

@@ -16,6 +16,7 @@ def register_task(task: Task) -> Task:
 def get_task(name: str) -> Task:
     import visionzoo.tasks.classification  # noqa: F401  (each task package registers itself)
     import visionzoo.tasks.detection  # noqa: F401
+    import visionzoo.tasks.generative  # noqa: F401
     import visionzoo.tasks.segmentation  # noqa: F401
     import visionzoo.tasks.tracking  # noqa: F401
 

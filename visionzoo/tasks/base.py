@@ -151,6 +151,17 @@ class Task:
         """Forward pass for evaluation; returns what the accumulator's update() takes."""
         raise NotImplementedError
 
+    def primary_metric_for(self, cfg) -> str:
+        """The metric that picks the best checkpoint when train.best_metric is not set."""
+        return self.primary_metric
+
+    def higher_is_better_for(self, metric: str) -> bool:
+        return self.higher_is_better
+
+    def after_epoch(self, model: nn.Module, cfg, epoch: int, run_dir: Path, dataset: Dataset) -> None:
+        """Called on the main process after each epoch (model in eval mode, no grad): a task may write
+        per-epoch artefacts into run_dir (the generative task's fixed-noise samples)."""
+
     def scalar_metrics(self, metrics: dict) -> dict[str, float]:
         return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
