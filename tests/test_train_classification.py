@@ -3,6 +3,7 @@ resume, signal and failure behaviour of the shared trainer."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -113,6 +114,28 @@ def test_sigterm_writes_checkpoint_and_mid_epoch_resume_matches(tmp_path, tiny_c
     assert resumed.returncode == 0, resumed.stderr
     a, b = _final_weights(tmp_path / "straight"), _final_weights(run_dir)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sigterm_to_the_whole_process_group_still_writes_the_checkpoint(tmp_path, tiny_cfg):
+    """A scheduler (or Ctrl-C) signals every process of the job, DataLoader workers included: the workers must
+    leave the signal to the trainer, which finishes its step and writes a mid-epoch checkpoint."""
+    run_dir = tmp_path / "group"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), str(tiny_cfg), "train.epochs=3",
+                             "train.log_interval=1", "data.num_workers=1", "--no-progress", "--run-dir", str(run_dir)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    log = run_dir / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if log.is_file() and any(r["type"] == "train" and r["epoch"] == 2 for r in read_jsonl(log)):
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "DataLoader worker" not in stderr
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    assert ckpt["epoch"] == 1 and 0 < ckpt["batch_in_epoch"]  # stopped inside epoch 2, position saved
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_cfg):

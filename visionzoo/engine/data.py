@@ -7,6 +7,7 @@ run resumed mid-epoch sees exactly the batches the uninterrupted run would have 
 from __future__ import annotations
 
 import math
+import signal
 
 import numpy as np
 import torch
@@ -91,6 +92,14 @@ class SkipCollate:
         return batch, skipped, [i for i, _ in good]
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader worker init: SIGINT and SIGTERM go to the main process only. Ctrl-C, or a scheduler's SIGTERM,
+    reaches every process of the group; a worker that died of it would crash the main process in the middle of
+    the step it wants to finish before writing its checkpoint. The main process shuts its workers down itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def build_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, drop_last: bool, seed: int,
                  num_workers: int, collate, pin_memory: bool, prefetch_factor: int = 2,
                  rank: int = 0, world_size: int = 1) -> DataLoader:
@@ -98,7 +107,7 @@ def build_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, drop_last:
                            pad=shuffle)
     extra = {}
     if num_workers > 0:
-        extra = {"persistent_workers": True, "prefetch_factor": prefetch_factor}
+        extra = {"persistent_workers": True, "prefetch_factor": prefetch_factor, "worker_init_fn": ignore_stop_signals}
     return DataLoader(
         SeededDataset(dataset),
         batch_size=batch_size,
