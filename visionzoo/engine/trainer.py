@@ -306,7 +306,7 @@ class Trainer:
         counts: dict[str, int] = {}  # per term: phases that run every n-th batch report on their own steps
         window_counts: dict[str, int] = {}
         window_images, window_start, window_batches = 0, time.time(), 0
-        epoch_images, epoch_batches, epoch_start = 0, 0, time.time()
+        epoch_images, epoch_start = 0, time.time()
         bar = tqdm(total=self.steps_per_epoch, initial=self.pos.batch_in_epoch, unit="batch", dynamic_ncols=True,
                    desc=f"epoch {self.pos.epoch + 1}/{cfg.train.epochs}", disable=not (self.show_progress and self.is_main))
         for batch, skipped, _ in self.train_loader:
@@ -328,7 +328,6 @@ class Trainer:
                 window_images += n_images
                 epoch_images += n_images
                 window_batches += 1
-                epoch_batches += 1
             self.pos.batch_in_epoch += 1
             self.pos.global_step += 1
             bar.update(1)

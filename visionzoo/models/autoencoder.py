@@ -111,7 +111,7 @@ def ae_conv(image_size: int = 32, channels: int = 3, latent_dim: int = 64, width
     return ConvAutoencoder(image_size, channels, latent_dim, width)
 
 
-@register_model(task="generative", family="autoencoder", input_size=(3, 32, 32), num_classes=None)
+@register_model(task="generative", family="autoencoder", input_size=(3, 32, 32), num_classes=None, denoising=True)
 def dae_conv(image_size: int = 32, channels: int = 3, latent_dim: int = 64, width: int = 32,
              corruption: str = "gaussian", noise_std: float = 0.2, mask_fraction: float = 0.3) -> DenoisingAutoencoder:
     """Denoising convolutional autoencoder (Gaussian-noise or masking corruption)."""

@@ -58,6 +58,15 @@ def model_kind(cfg) -> tuple[str, dict]:
     return entry.family, entry.extra
 
 
+def data_range(kind: str) -> str:
+    """GANs model images in [-1, 1] (Tanh output), autoencoders and VAEs in [0, 1]."""
+    return "symmetric" if kind == "gan" else "unit"
+
+
+def image_channels(cfg) -> int:
+    return 1 if cfg.data.params.get("grayscale") else 3
+
+
 def unwrap(model):
     return getattr(model, "module", getattr(model, "_orig_mod", model))
 
@@ -75,7 +84,8 @@ class GenerativeImages(Dataset):
 
     def image(self, index: int) -> torch.Tensor:
         """Image `index` in [0, 1] (no augmentation)."""
-        return self[index][0] * 0.5 + 0.5 if self.data_range == "symmetric" else self[index][0]
+        x = self[index][0]
+        return x * 0.5 + 0.5 if self.data_range == "symmetric" else x
 
     def __getitem__(self, index: int):
         image, label = self.base[index]
@@ -110,7 +120,6 @@ class GenerativeTask(Task):
         d = cfg.data
         params = checked_data_params(cfg, DATA_PARAMS, "generative")
         kind, _ = model_kind(cfg)
-        data_range = "symmetric" if kind == "gan" else "unit"
         size = d.input_size
         ops: list = [v2.ToImage()]
         if d.dataset == "image_folder":
@@ -139,7 +148,7 @@ class GenerativeTask(Task):
         else:
             raise ValueError(f"data.dataset = {d.dataset!r} is not a generative dataset; expected 'shapes' or "
                              "'image_folder'")
-        dataset = GenerativeImages(base, transform, data_range)
+        dataset = GenerativeImages(base, transform, data_range(kind))
         if kind == "gan" and not train:  # fail before training, not at the first validation
             extractor = self.feature_extractor(cfg, "cpu")
             if len(dataset) <= extractor.dim:
@@ -164,7 +173,7 @@ class GenerativeTask(Task):
         if extra.get("conditional"):
             num_classes = cfg.model.num_classes or (len(train_set.classes) if train_set is not None else None)
         model = create_model(cfg.model.name, weights=cfg.model.weights, num_classes=num_classes, **cfg.model.kwargs)
-        channels = 1 if (cfg.data.params.get("grayscale")) else 3
+        channels = image_channels(cfg)
         if tuple(model.image_shape) != (channels, cfg.data.input_size, cfg.data.input_size):
             raise ValueError(f"model {cfg.model.name} makes images of shape {tuple(model.image_shape)} but the data "
                              f"are ({channels}, {cfg.data.input_size}, {cfg.data.input_size}): set model.kwargs."
@@ -173,10 +182,9 @@ class GenerativeTask(Task):
 
     def model_meta(self, cfg, dataset) -> dict:
         kind, extra = model_kind(cfg)
-        channels = 1 if cfg.data.params.get("grayscale") else 3
         classes = list(dataset.classes) if dataset is not None and dataset.classes else None
-        return {"input_size": [channels, cfg.data.input_size, cfg.data.input_size],
-                "data_range": "symmetric" if kind == "gan" else "unit",
+        return {"input_size": [image_channels(cfg), cfg.data.input_size, cfg.data.input_size],
+                "data_range": data_range(kind),
                 # unconditional models take no class count: only conditional ones carry class names
                 "class_names": classes if extra.get("conditional") else None,
                 "mean": None, "std": None}
@@ -243,13 +251,13 @@ class GenerativeTask(Task):
         return cache[key]
 
     def new_accumulator(self, cfg, dataset):
-        kind, _ = model_kind(cfg)
+        kind, extra = model_kind(cfg)
         if kind == "autoencoder":
-            return AutoencoderAccumulator(denoising=cfg.model.name.startswith("dae"))
+            return AutoencoderAccumulator(denoising=bool(extra.get("denoising")))
         if kind == "vae":
             likelihood = cfg.model.kwargs.get("likelihood") or _default_kwarg(cfg.model.name, "likelihood")
-            channels = 1 if cfg.data.params.get("grayscale") else 3
-            return VAEAccumulator(dims=channels * cfg.data.input_size ** 2, dequantized=likelihood == "gaussian",
+            return VAEAccumulator(dims=image_channels(cfg) * cfg.data.input_size ** 2,
+                                  dequantized=likelihood == "gaussian",
                                   k=cfg.eval.iwae_k)
         extractor = self.feature_extractor(cfg, "cpu")
         return GANAccumulator(extractor.name, cfg.eval.kid_subsets, cfg.eval.kid_subset_size,
@@ -260,7 +268,8 @@ class GenerativeTask(Task):
         y = y if getattr(model, "num_classes", None) is not None else None
         gens = _noise_generators(seeds, x.device)
         if model.kind == "autoencoder":
-            x_in = torch.cat([model.corrupt(x[i:i + 1], generator=g) for i, g in enumerate(gens)])
+            x_in = x if model.corruption is None else torch.cat(
+                [model.corrupt(x[i:i + 1], generator=g) for i, g in enumerate(gens)])
             return model(x_in), x_in
         if model.kind == "vae":
             data = torch.cat([model.prepare_data(x[i:i + 1], generator=g) for i, g in enumerate(gens)])
