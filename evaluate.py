@@ -3,6 +3,7 @@
     python evaluate.py runs/resnet18_shapes --report runs/resnet18_shapes/report
     python evaluate.py weights/resnet18.shapes.safetensors --data data/shapes --split test
     python evaluate.py --compare runs/a runs/b runs/c
+    torchrun --nproc_per_node=2 evaluate.py runs/resnet18_shapes   # split the data, reduce the metrics
 
 The target is a run directory (its best.pt, else last.pt), a trainer checkpoint, or a weights file with
 its model card. Metrics and report sections come from the config's task.
@@ -19,10 +20,10 @@ import torch
 
 from visionzoo.config import ConfigError, apply_overrides, deep_merge, load_yaml_with_bases, to_dict, validate
 from visionzoo.datasets.common import ImageReadError
+from visionzoo.engine import distributed
 from visionzoo.engine.evaluator import evaluate, make_eval_loader
 from visionzoo.engine.run_dir import read_log
 from visionzoo.engine.targets import latest_metrics, load_target
-from visionzoo.engine.trainer import select_device
 from visionzoo.factory import INIT_ONLY_KWARGS, create_model
 from visionzoo.profile import count_parameters, gflops
 from visionzoo.tasks import get_task
@@ -43,6 +44,12 @@ def parse_args(argv=None):
                         "saved as metrics_<split>_<config stem>.json")
     p.add_argument("overrides", nargs="*", help="config overrides KEY=VALUE for this evaluation, e.g. eval.crf=false")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--retrieval", action="store_true", help="image retrieval instead: search the --gallery-split "
+                   "for each image of --split by feature similarity; recall@k, precision@k, mAP (same class = relevant)")
+    p.add_argument("--gallery-split", help="retrieval: the split indexed as gallery (default: the train split)")
+    p.add_argument("--layer", help="retrieval: feature layer, a torchvision feature-extraction node name "
+                                   "(default: the pooled penultimate features)")
+    p.add_argument("--pool", choices=["avg", "max", "gem"], help="retrieval: pooling of the layer (default: avg)")
     return p.parse_intermixed_args(argv)  # overrides may follow options
 
 
@@ -72,7 +79,7 @@ def run_evaluation(args) -> dict:
         cfg.data.num_workers = args.workers
     if args.device:
         cfg.train.device = args.device
-    device = select_device(cfg.train.device)
+    info, device = distributed.init_from_env(cfg.train.device)
     split = pick_split(cfg, task, args.split)
     class_names = target.meta.get("class_names")
     dataset = task.build_dataset(cfg, split, train=False, class_names=class_names)
@@ -81,11 +88,13 @@ def run_evaluation(args) -> dict:
                          **{k: v for k, v in cfg.model.kwargs.items() if k not in INIT_ONLY_KWARGS}).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    loader = make_eval_loader(task, cfg, dataset, device)
+    loader = make_eval_loader(task, cfg, dataset, device, info.rank, info.world_size)
     start = time.time()
     metrics, accumulator, skipped = evaluate(task, model, loader, cfg, device, desc=f"evaluate {split}",
-                                             show_progress=not args.no_progress)
+                                             show_progress=not args.no_progress and info.is_main)
     seconds = time.time() - start
+    if not info.is_main:  # every rank holds the reduced metrics; rank 0 writes them
+        return {}
     input_size = target.meta.get("input_size") or [3, cfg.data.input_size, cfg.data.input_size]
     summary = {
         "name": cfg.model.name, "task": cfg.task, "parameters": count_parameters(model),
@@ -93,7 +102,7 @@ def run_evaluation(args) -> dict:
     }
     result = {
         "target": str(args.target), "command": "python evaluate.py " + " ".join(getattr(args, "argv", [])),
-        "split": split, "data_root": cfg.data.root, "num_samples": len(dataset),
+        "split": split, "data_root": cfg.data.root, "num_samples": len(dataset), "processes": info.world_size,
         "skipped_files": [s.path for s in skipped], "seconds": round(seconds, 2),
         "images_per_s": round(len(dataset) / max(seconds, 1e-9), 2), "model": summary,
         "scalars": task.scalar_metrics(metrics), "metrics": metrics,
@@ -151,10 +160,17 @@ def main(argv=None) -> int:
         if not args.target:
             print("error: give a run directory or weights file to evaluate (or --compare RUN ...)", file=sys.stderr)
             return 2
-        run_evaluation(args)
+        if args.retrieval:
+            from visionzoo.retrieval.runner import run_retrieval
+
+            run_retrieval(args)
+        else:
+            run_evaluation(args)
     except (ConfigError, FileNotFoundError, ValueError, ImageReadError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    finally:
+        distributed.shutdown()
     return 0
 
 

@@ -3,9 +3,11 @@
     python train.py configs/classification/resnet18_shapes.yaml                 # train
     python train.py configs/classification/resnet18_shapes.yaml train.epochs=3  # with overrides
     python train.py --resume runs/resnet18_shapes                               # continue a run
+    torchrun --nproc_per_node=4 train.py configs/classification/resnet18_shapes.yaml   # 4 processes (DDP)
 
-Reading order: parse arguments -> load and validate the config -> pick the run directory ->
-build the Trainer (data, model, optimizers from the config's task) -> fit -> print where things went.
+Reading order: parse arguments -> join the torchrun process group, if any -> load and validate the config
+-> pick the run directory (rank 0 picks, the others follow) -> build the Trainer (data, model, optimizers
+from the config's task) -> fit -> print where things went.
 Exit codes: 0 done, 1 bad input, 3 non-finite loss, 128+N stopped by signal N (checkpoint written).
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from visionzoo.config import ConfigError, load_config, validate
 from visionzoo.datasets.common import ImageReadError
+from visionzoo.engine import distributed
 from visionzoo.engine.checkpoint import load_checkpoint
 from visionzoo.engine.trainer import NonFiniteLoss, Trainer, TrainingInterrupted
 
@@ -70,27 +73,47 @@ def choose_run_dir(args, cfg) -> Path:
     return run_dir
 
 
+def agreed_run_dir(args, cfg, is_main: bool) -> Path:
+    """Rank 0 picks the run directory (it may have to invent a new name) and every rank uses it."""
+    choice = None
+    if is_main:
+        try:
+            choice = ("ok", str(choose_run_dir(args, cfg)))
+        except ConfigError as e:
+            choice = ("error", str(e))
+    status, value = distributed.broadcast_object(choice)
+    if status == "error":
+        raise ConfigError(value)
+    return Path(value)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    info = distributed.env_world()
+    say = print if info.is_main else (lambda *a, **k: None)  # one voice under torchrun
     try:
         cfg, config_path = resolve_config(args)
-        run_dir = choose_run_dir(args, cfg)
+        info, _ = distributed.init_from_env(cfg.train.device)
+        run_dir = agreed_run_dir(args, cfg, info.is_main)
         trainer = Trainer(cfg, run_dir, resume=args.resume, show_progress=not args.no_progress,
                           config_path=config_path)
-        print(f"run directory: {run_dir}  (device {trainer.device}, {len(trainer.train_set)} training samples)",
-              flush=True)
+        processes = f", {info.world_size} processes" if info.enabled else ""
+        say(f"run directory: {run_dir}  (device {trainer.device}{processes}, {len(trainer.train_set)} training "
+            "samples)", flush=True)
         summary = trainer.fit()
     except (ConfigError, FileNotFoundError, ValueError, ImageReadError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}" + (f" (rank {info.rank})" if info.enabled else ""), file=sys.stderr)
         return 1
     except TrainingInterrupted as e:
-        print(str(e), file=sys.stderr)
+        say(str(e), file=sys.stderr)
         return e.exit_code
     except NonFiniteLoss as e:
-        print(f"error: {e}", file=sys.stderr)
+        say(f"error: {e}", file=sys.stderr)
         return 3
-    print(json.dumps(summary))
-    print(f"done. Evaluate with: python evaluate.py {run_dir} --report {run_dir / 'report'}")
+    finally:
+        distributed.shutdown()
+    say(json.dumps(summary))
+    say(f"done. Evaluate with: python evaluate.py {run_dir} --report {run_dir / 'report'}")
     return 0
 
 

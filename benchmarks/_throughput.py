@@ -26,9 +26,11 @@ def images_per_second(model, images, iters: int, device, batch_size: int | None 
     return iters * (batch_size or len(images)) / (time.perf_counter() - start)
 
 
-def median_seconds(fn, steps: int, device) -> float:
-    """Median wall time of `fn()` over `steps` calls, after one warm-up call."""
-    fn()
+def step_seconds(fn, steps: int, device, warmup: int = 1) -> list[float]:
+    """Wall time of each of `steps` calls of `fn()` (the device synchronised around each), after `warmup`
+    untimed calls (allocator, cuDNN autotuning, torch.compile)."""
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(steps):
         sync(device)
@@ -36,7 +38,12 @@ def median_seconds(fn, steps: int, device) -> float:
         fn()
         sync(device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
+
+
+def median_seconds(fn, steps: int, device, warmup: int = 1) -> float:
+    """Median wall time of `fn()` over `steps` calls, after `warmup` calls."""
+    return statistics.median(step_seconds(fn, steps, device, warmup))
 
 
 def compare(title: str, ours, theirs, images, *, iters: int, rounds: int, device) -> float:

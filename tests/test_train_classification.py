@@ -200,3 +200,26 @@ def test_precision_layout_accumulation_and_optimizer_options(tmp_path, tiny_cfg)
     # 6 batches accumulated 2 at a time = 3 optimizer steps
     assert trainer.optimizers["main"].state[trainer.model.conv1.weight]["step"].item() == 3
     assert list((tmp_path / "opts" / "tb").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_layer_statistics_during_training_reach_the_log_and_the_report(tmp_path, tiny_cfg):
+    run_dir = tmp_path / "run"
+    # lr 2 with the config's gradient clipping: finite losses, but steps far larger than healthy
+    proc = run_script("train.py", tiny_cfg, "train.epochs=1", "train.layer_stats_interval=2", "optim.lr=2.0",
+                      "--run-dir", run_dir, "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: step" in proc.stderr + proc.stdout
+    records = read_jsonl(run_dir / "log.jsonl")
+    stats = [r for r in records if r["type"] == "layer_stats"]
+    assert stats and all(r["step"] % 2 == 0 for r in stats)
+    first = stats[0]
+    assert "conv1.weight" in first["params"] and first["params"]["conv1.weight"]["grad_norm"] > 0
+    assert any("dead_fraction" in a for a in first["activations"].values())
+    warnings = [r for r in records if r["type"] == "warning" and r.get("kind") == "update_high"]
+    assert warnings and "lr is likely too high" in warnings[0]["message"]
+
+    proc = run_script("evaluate.py", run_dir, "--report", tmp_path / "report", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "Layer statistics during training" in html and "Dead ReLU units per layer" in html

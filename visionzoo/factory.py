@@ -7,6 +7,7 @@ import os
 
 from torch import nn
 
+from visionzoo.models.stn import SpatialTransformerClassifier, attach_stn
 from visionzoo.registry import get_entry
 from visionzoo.weights import (
     WeightsError,
@@ -14,6 +15,7 @@ from visionzoo.weights import (
     head_num_classes,
     read_state_dict,
     resolve_weights,
+    strip_prefixes,
     verify_sha256,
 )
 
@@ -50,6 +52,8 @@ def create_model(
     weights are loaded.
     """
     entry = get_entry(name)
+    # `stn` (a spatial transformer in front of a classifier, visionzoo/models/stn.py) wraps any builder.
+    stn_given, stn_config = "stn" in kwargs, kwargs.pop("stn", None)
     _check_kwargs(name, entry.builder, kwargs)
     if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
         raise ValueError(f"create_model({name!r}): num_classes must be a positive integer, got {num_classes!r}")
@@ -61,7 +65,8 @@ def create_model(
         state = read_state_dict(resolved.path)
     if num_classes is None:
         if state is not None:
-            num_classes = resolved.card.get("num_classes") or head_num_classes(state, entry.head_prefixes)
+            num_classes = resolved.card.get("num_classes") or head_num_classes(
+                state, entry.head_prefixes + tuple(f"classifier.{p}" for p in entry.head_prefixes))
         num_classes = num_classes or entry.default_num_classes
 
     build_kwargs = dict(kwargs)
@@ -73,9 +78,17 @@ def create_model(
         for k, v in card_kwargs.items():
             if k in valid and k not in build_kwargs and k not in INIT_ONLY_KWARGS:
                 build_kwargs[k] = v
+        if not stn_given:
+            stn_config = card_kwargs.get("stn")
     if num_classes is not None:
         build_kwargs["num_classes"] = num_classes
-    model = entry.builder(**build_kwargs)
+    model = attach_stn(entry.builder(**build_kwargs), stn_config, model_name=name, task=entry.task)
+    load_into, head_prefixes = model, entry.head_prefixes
+    if isinstance(model, SpatialTransformerClassifier):
+        if state is not None and not any(k.startswith("classifier.") for k in strip_prefixes(state)):
+            load_into = model.classifier  # plain classifier weights; the STN starts at the identity
+        else:
+            head_prefixes = tuple(f"classifier.{p}" for p in entry.head_prefixes)
     model.pretrained_cfg = {
         "model": name,
         "task": entry.task,
@@ -84,7 +97,7 @@ def create_model(
     }
     if state is not None:
         try:
-            replaced = apply_state_dict(model, state, entry.head_prefixes, source=str(resolved.path))
+            replaced = apply_state_dict(load_into, state, head_prefixes, source=str(resolved.path))
         except WeightsError:
             raise
         card = resolved.card

@@ -91,6 +91,8 @@ class TrainConfig:
     best_metric: Optional[str] = None  # defaults to the task's primary metric
     tensorboard: bool = False
     sync_batchnorm: bool = False
+    find_unused_parameters: bool = False  # DDP: for models whose forward leaves some parameters unused
+    layer_stats_interval: int = 0  # steps between per-layer activation / gradient statistics; 0 = off
 
 
 @dataclass

@@ -1,12 +1,13 @@
 """Write the procedural shapes dataset to disk in ImageFolder layout.
 
     python -m visionzoo.datasets.write_shapes OUT [--size 64] [--train 5000] [--val 1000] [--test 1000]
-        [--seed 0] [--format png|jpg] [--overwrite]
+        [--seed 0] [--format png|jpg] [--overwrite] [--distort [--max-rotation 90] [--scale 0.5 1.0]]
 
 Layout: ``OUT/{train,val,test}/<class>/<split>_<index:05d>.<ext>`` plus ``OUT/shapes_meta.json`` with the
 parameters. Re-running with the same parameters does nothing (missing files, e.g. after an interrupted
 run, are written again); different parameters are refused unless ``--overwrite`` is given. Files are
-the exact images ``ShapesClassification(split, image_size=..., seed=...)`` renders in memory.
+the exact images ``ShapesClassification(split, image_size=..., seed=...)`` renders in memory. ``--distort``
+writes them under a strong random affine warp instead (visionzoo/datasets/shapes_distorted.py).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from visionzoo.datasets.shapes import (
     make_classification_sample,
     sample_seed,
 )
+from visionzoo.datasets.shapes_distorted import DEFAULT_DISTORTION, check_distortion, make_distorted_sample
 
 META_NAME = "shapes_meta.json"
 # Bump when the rendered pixels change, so folders written by an older renderer are not reused silently.
@@ -57,9 +59,12 @@ def normalise_counts(counts: dict | None, defaults: dict[str, int] = DEFAULT_SPL
     return out
 
 
-def _params(image_size: int, counts: dict[str, int], seed: int, fmt: str) -> dict:
-    return {"dataset": "shapes", "generator_version": GENERATOR_VERSION, "image_size": int(image_size),
-            "counts": counts, "seed": int(seed), "format": fmt, "classes": list(SHAPE_CLASSES)}
+def _params(image_size: int, counts: dict[str, int], seed: int, fmt: str, distortion: dict | None = None) -> dict:
+    params = {"dataset": "shapes", "generator_version": GENERATOR_VERSION, "image_size": int(image_size),
+              "counts": counts, "seed": int(seed), "format": fmt, "classes": list(SHAPE_CLASSES)}
+    if distortion is not None:  # absent for clean shapes, so folders written before the option still match
+        params["distortion"] = check_distortion(distortion)
+    return params
 
 
 def _expected_files(out: Path, params: dict):
@@ -91,14 +96,15 @@ def _write_meta(path: Path, params: dict, complete: bool, class_counts: dict | N
     os.replace(tmp, path)
 
 
-def _write_image_folder(out_dir, image_size, counts, seed, fmt, overwrite, progress) -> tuple[dict, int]:
+def _write_image_folder(out_dir, image_size, counts, seed, fmt, overwrite, progress,
+                        distortion=None) -> tuple[dict, int]:
     """The writer; returns (per-split counts, number of files written now)."""
     out = Path(out_dir)
     fmt = _normalise_format(fmt)
     image_size = int(image_size)
     if image_size < 8:
         raise ValueError(f"image_size must be at least 8 pixels, got {image_size}")
-    params = _params(image_size, normalise_counts(counts), seed, fmt)
+    params = _params(image_size, normalise_counts(counts), seed, fmt, distortion)
     meta_path = out / META_NAME
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"{out}: exists and is not a folder")
@@ -110,10 +116,11 @@ def _write_image_folder(out_dir, image_size, counts, seed, fmt, overwrite, progr
                 shutil.rmtree(out / split)
         meta_path.unlink(missing_ok=True)
     elif meta is not None:
-        old = {k: meta.get(k) for k in params}
-        if old != params:
+        asked = {**params, "distortion": params.get("distortion")}  # clean shapes vs a distorted folder too
+        old = {k: meta.get(k) for k in asked}
+        if old != asked:
             raise ValueError(f"{out}: already holds shapes written with different parameters "
-                             f"({_differences(old, params)}); pass overwrite=True (--overwrite) to replace "
+                             f"({_differences(old, asked)}); pass overwrite=True (--overwrite) to replace "
                              "them, or choose another folder")
     else:
         taken = [str(out / s) for s in SPLITS if (out / s).exists() and any((out / s).iterdir())]
@@ -136,7 +143,10 @@ def _write_image_folder(out_dir, image_size, counts, seed, fmt, overwrite, progr
     made_dirs: set[Path] = set()
     for _split, _, s, label, path in tqdm(todo, desc=f"writing shapes to {out}", unit="img",
                                          disable=not progress, dynamic_ncols=True):
-        image, lab = make_classification_sample(s, image_size)
+        if distortion is None:
+            image, lab = make_classification_sample(s, image_size)
+        else:
+            image, lab = make_distorted_sample(s, image_size, params["distortion"])
         assert lab == label
         if path.parent not in made_dirs:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,6 +166,7 @@ def write_image_folder(
     fmt: str = "png",
     overwrite: bool = False,
     progress: bool = True,
+    distortion: dict | None = None,
 ) -> dict[str, int]:
     """Write shapes to ``out_dir/{train,val,test}/<class>/<split>_<index:05d>.<fmt>`` plus
     ``out_dir/shapes_meta.json``.
@@ -165,12 +176,14 @@ def write_image_folder(
             a split with 0 samples gets no folder.
         fmt: "png" (lossless) or "jpg" (quality 95).
         overwrite: replace the split folders if they hold something else.
+        distortion: None for the clean shapes, else the distorted variant's parameters (``{}`` for the
+            defaults: rotation up to +-90 degrees, scale 0.5-1.0, see shapes_distorted.py).
 
     Returns the number of samples per split. Does nothing if the folder already holds exactly these
     parameters and every file; raises ValueError naming the differences if it holds other parameters
     (or split folders without metadata) and ``overwrite`` is False.
     """
-    return _write_image_folder(out_dir, image_size, counts, seed, fmt, overwrite, progress)[0]
+    return _write_image_folder(out_dir, image_size, counts, seed, fmt, overwrite, progress, distortion)[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,11 +199,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", choices=sorted(FORMATS), default="png", help="image format (default png)")
     p.add_argument("--overwrite", action="store_true", help="replace a folder written with other parameters")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--distort", action="store_true",
+                   help="write the distorted variant: each image rotated, scaled and shifted at random")
+    p.add_argument("--max-rotation", type=float, default=DEFAULT_DISTORTION["max_rotation"],
+                   help="with --distort: rotation range +-degrees (default %(default)s)")
+    p.add_argument("--scale", type=float, nargs=2, default=DEFAULT_DISTORTION["scale_range"], metavar=("LO", "HI"),
+                   help="with --distort: scale range (default 0.5 1.0)")
     args = p.parse_args(argv)
     counts = {s: getattr(args, s) for s in SPLITS}
+    distortion = {"max_rotation": args.max_rotation, "scale_range": list(args.scale)} if args.distort else None
     try:
         counts, written = _write_image_folder(args.out, args.size, counts, args.seed, args.format,
-                                              args.overwrite, not args.no_progress)
+                                              args.overwrite, not args.no_progress, distortion)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

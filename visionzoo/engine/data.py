@@ -45,7 +45,12 @@ class SeededDataset(Dataset):
 
 class EpochSampler(Sampler):
     """Yields (index, seed) pairs: a permutation fixed by (seed, epoch), split across ranks like
-    DistributedSampler (padded to equal length), starting at `start` for mid-epoch resume."""
+    DistributedSampler (padded to equal length, rank r takes every world_size-th item from r).
+
+    `start` counts the samples of the epoch that all ranks together have consumed: the permutation does not
+    depend on the world size, so a run resumed mid-epoch, even with another number of processes, goes on
+    with exactly the samples not yet seen. (torch's DistributedSampler has no such offset, and its items
+    carry no per-sample seed, hence this class.)"""
 
     def __init__(self, size: int, *, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
                  pad: bool = True):
@@ -63,19 +68,20 @@ class EpochSampler(Sampler):
             order = torch.randperm(self.size, generator=g).tolist()
         else:
             order = list(range(self.size))
+        order = order[self.start :]
         if self.world_size > 1:
-            if self.pad:
-                total = math.ceil(self.size / self.world_size) * self.world_size
-                order += order[: total - len(order)]
+            if self.pad and order:
+                total = math.ceil(len(order) / self.world_size) * self.world_size
+                order = (order * math.ceil(total / len(order)))[:total]
             order = order[self.rank :: self.world_size]
         return order
 
     def __iter__(self):
-        for index in self._indices()[self.start :]:
+        for index in self._indices():
             yield index, sample_seed(self.seed, self.epoch, index)
 
     def __len__(self) -> int:
-        return max(0, len(self._indices()) - self.start)
+        return len(self._indices())
 
 
 class SkipCollate:

@@ -49,5 +49,8 @@ def evaluate(task, model, loader, cfg, device: torch.device, desc: str = "eval",
         accumulator.update(batch, outputs, indices)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         accumulator.synchronize()
+        gathered = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(gathered, skipped_all)
+        skipped_all = [s for part in gathered for s in part]
     model.train(was_training)
     return accumulator.compute(), accumulator, skipped_all

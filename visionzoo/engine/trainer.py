@@ -1,8 +1,13 @@
 """The shared trainer. It knows nothing about any task: datasets, losses and metrics come from the
 Task object named by the config; the trainer owns devices, precision, optimisation, schedules, EMA,
-logging, checkpoints, resume and signals."""
+logging, checkpoints, resume, signals and distributed data parallelism.
+
+Under torchrun every rank runs this same code on its share of each epoch; rank 0 alone writes logs,
+checkpoints and progress bars. `data.batch_size` is per process, so the global batch is
+batch_size x world size (the lr is not rescaled for you)."""
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import time
@@ -10,12 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from visionzoo.config import to_dict
+from visionzoo.engine import distributed
 from visionzoo.engine.checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
-from visionzoo.engine.data import build_loader
+from visionzoo.engine.data import build_loader, sample_seed
 from visionzoo.engine.evaluator import autocast_context, evaluate, make_eval_loader
 from visionzoo.engine.optim import build_optimizer, build_scheduler
 from visionzoo.engine.run_dir import JsonlLogger, write_run_files
@@ -41,15 +48,29 @@ class Position:
     epoch: int = 0  # current epoch (0-based)
     batch_in_epoch: int = 0  # batches of `epoch` already consumed
     global_step: int = 0  # batches consumed over the whole run
+    samples_in_epoch: int = 0  # samples of `epoch` consumed by all ranks together (resume at another world size)
 
 
 def select_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device = {spec!r} but CUDA is not available on this machine")
-    return device
+    """`spec` (auto, cpu, cuda, cuda:1) for this process; under torchrun, the GPU of its LOCAL_RANK."""
+    return distributed.device_for(spec, distributed.current())
+
+
+def average_gradients(params: list[torch.Tensor], world_size: int) -> None:
+    """Mean of every rank's gradients, in one flat all-reduce. For tasks that DistributedDataParallel cannot
+    wrap (several forwards per update, or players updated in turn); a parameter without a gradient on some
+    rank contributes zeros, so every rank reduces the same buffer."""
+    if not params:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch._utils._flatten_dense_tensors(grads)
+    dist.all_reduce(flat)
+    flat /= world_size
+    for p, g in zip(params, torch._utils._unflatten_dense_tensors(flat, grads)):
+        if p.grad is None:
+            p.grad = g
+        else:
+            p.grad.copy_(g)
 
 
 class Trainer:
@@ -60,10 +81,10 @@ class Trainer:
         self.show_progress = show_progress
         self.config_path = config_path
         self.device = select_device(cfg.train.device)
-        self.rank, self.world_size = 0, 1
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            self.rank, self.world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
-        self.is_main = self.rank == 0
+        dist_info = distributed.current()
+        self.rank, self.world_size = dist_info.rank, dist_info.world_size
+        self.is_main = dist_info.is_main
+        self.control_group = distributed.control_group() if self.world_size > 1 else None
         torch.manual_seed(cfg.train.seed)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
@@ -92,22 +113,33 @@ class Trainer:
         # model
         model = self.task.build_model(cfg, self.train_set).to(self.device)
         if cfg.train.sync_batchnorm and self.world_size > 1:
+            if self.device.type != "cuda":
+                raise ValueError("train.sync_batchnorm = true needs CUDA devices: PyTorch's SyncBatchNorm does "
+                                 "not run on CPU. Set train.sync_batchnorm=false for gloo runs on CPU")
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.forward_model = model
+        self.ddp = None  # the DistributedDataParallel wrapper, when the task's updates allow one
+        self.phases = self.task.update_phases(cfg)
         if self.world_size > 1:
-            self.forward_model = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if self.task.one_forward_per_update(cfg) and len(self.phases) == 1:
+                self.ddp = torch.nn.parallel.DistributedDataParallel(
+                    model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                    find_unused_parameters=cfg.train.find_unused_parameters)
+                self.forward_model = self.ddp
+            else:  # same weights everywhere to start with; gradients are then averaged by average_gradients
+                for tensor in list(model.parameters()) + list(model.buffers()):
+                    dist.broadcast(tensor.data, src=0)
         if cfg.train.compile:
             self.forward_model = torch.compile(self.forward_model)
+        self._seed_rank_stream(0)
 
         # optimisation
         optim_cfgs = cfg.optimizers or {"main": cfg.optim}
         self.optimizers = {name: build_optimizer(model, oc, f"optimizers.{name}" if cfg.optimizers else "optim")
                            for name, oc in optim_cfgs.items()}
-        self.phases = self.task.update_phases(cfg)
         for phase in self.phases:
             if phase.optimizer not in self.optimizers:
                 raise ValueError(f"task {self.task.name!r} updates with optimizer {phase.optimizer!r}, but the config "
@@ -129,8 +161,18 @@ class Trainer:
         self.best_metric = cfg.train.best_metric or self.task.primary_metric_for(cfg)
         self.stop_signal: int | None = None
         self.skipped_this_epoch: list = []
+        self.resumed_geometry: dict | None = None
+        self._nonfinite: tuple[int, str] | None = None  # (step, loss terms) of a NaN/inf this rank saw
         if resume is not None:
             self._restore(Path(resume))
+
+        # per-layer statistics (dead ReLUs, saturation, gradient norms, update ratios) on rank 0, every n-th step
+        self.layer_stats = None
+        self._warned_layers: set = set()
+        if cfg.train.layer_stats_interval > 0 and self.is_main:
+            from visionzoo.diagnostics.stats import ActivationStats
+
+            self.layer_stats = ActivationStats(interval=cfg.train.layer_stats_interval).attach(model)
 
         self.logger = JsonlLogger(self.run_dir / "log.jsonl", enabled=self.is_main,
                                   tensorboard_dir=self.run_dir / "tb" if cfg.train.tensorboard else None)
@@ -152,6 +194,9 @@ class Trainer:
             "epoch": self.pos.epoch,
             "batch_in_epoch": self.pos.batch_in_epoch,
             "global_step": self.pos.global_step,
+            "samples_in_epoch": self.pos.samples_in_epoch,
+            "steps_per_epoch": self.steps_per_epoch,
+            "world_size": self.world_size,
             "best": self.best,
             "config": to_dict(self.cfg),
             "meta": self.meta,
@@ -159,6 +204,7 @@ class Trainer:
 
     def save_checkpoint(self, name: str = "last.pt") -> Path:
         path = self.run_dir / name
+        self._sync_buffers()
         if self.is_main:
             atomic_save(self._state(), path)
             self.logger.log({"type": "checkpoint", "file": name, "epoch": self.pos.epoch,
@@ -192,11 +238,42 @@ class Trainer:
             opt.load_state_dict(ckpt["optimizers"][k])
             self.schedulers[k].load_state_dict(ckpt["schedulers"][k])
         self.scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
-        self.pos = Position(ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["global_step"])
+        set_rng_state(ckpt["rng"])  # rank 0's generators
+        self._seed_rank_stream(ckpt["global_step"])
+        old_world = int(ckpt.get("world_size", 1))
+        samples = int(ckpt.get("samples_in_epoch", ckpt["batch_in_epoch"] * self.cfg.data.batch_size * old_world))
+        self.pos = Position(ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["global_step"], samples)
+        old_steps = int(ckpt.get("steps_per_epoch", self.steps_per_epoch))
+        self.resumed_geometry = None
+        if old_world != self.world_size or old_steps != self.steps_per_epoch:
+            self._regrid_position(old_world, old_steps)
         if self.pos.batch_in_epoch >= self.steps_per_epoch:
-            self.pos = Position(self.pos.epoch + 1, 0, self.pos.global_step)
+            self.pos = Position(self.pos.epoch + 1, 0, self.pos.global_step, 0)
         self.best = ckpt.get("best")
+
+    def _seed_rank_stream(self, step: int) -> None:
+        """Same initial weights on every rank, but their own random stream afterwards: with one seed, every
+        rank would draw the same dropout masks, GAN latents and VAE noise."""
+        if self.world_size > 1 and self.rank > 0:
+            torch.manual_seed(sample_seed(self.cfg.train.seed, self.rank, step))
+
+    def _regrid_position(self, old_world: int, old_steps: int) -> None:
+        """Resume at another world size (or batch size): the epoch's permutation is global, so the run goes on
+        from the same sample; step counts and the lr schedule are moved to the new steps-per-epoch grid."""
+        global_batch = self.cfg.data.batch_size * self.world_size
+        batch_in_epoch = self.pos.samples_in_epoch // global_batch
+        global_step = self.pos.epoch * self.steps_per_epoch + batch_in_epoch
+        self.resumed_geometry = {"world_size_before": old_world, "world_size": self.world_size,
+                                 "steps_per_epoch_before": old_steps, "steps_per_epoch": self.steps_per_epoch,
+                                 "step_before": self.pos.global_step, "step": global_step}
+        self.pos = Position(self.pos.epoch, batch_in_epoch, global_step, self.pos.samples_in_epoch)
+        updates = global_step // self.cfg.train.accumulate
+        for scheduler in self.schedulers.values():
+            scheduler.last_epoch = updates
+            lrs = [base * fn(updates) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+            for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+                group["lr"] = lr
+            scheduler._last_lr = lrs
 
     # ---- signals ----------------------------------------------------------------------------
     def _install_signal_handlers(self):
@@ -228,7 +305,9 @@ class Trainer:
         previous = self._install_signal_handlers()
         self.logger.log({"type": "run", "event": "start" if self.pos.global_step == 0 else "resume",
                          "epoch": self.pos.epoch, "step": self.pos.global_step, "device": str(self.device),
-                         "steps_per_epoch": self.steps_per_epoch, "train_samples": len(self.train_set)})
+                         "world_size": self.world_size, "steps_per_epoch": self.steps_per_epoch,
+                         "train_samples": len(self.train_set),
+                         **({"regridded": self.resumed_geometry} if self.resumed_geometry else {})})
         start = time.time()
         try:
             while self.pos.epoch < cfg.train.epochs:
@@ -242,7 +321,8 @@ class Trainer:
                     record.update({f"val_{k}": v for k, v in metrics.items()})
                 if self.is_main:
                     self._after_epoch()
-                self.pos = Position(self.pos.epoch + 1, 0, self.pos.global_step)
+                    self._report_layer_warnings()
+                self.pos = Position(self.pos.epoch + 1, 0, self.pos.global_step, 0)
                 self.save_checkpoint()
                 self.logger.log(record)
                 if self.stop_signal is not None and self.pos.epoch < cfg.train.epochs:
@@ -251,6 +331,8 @@ class Trainer:
                     break
         finally:
             self._restore_signal_handlers(previous)
+            if self.layer_stats is not None:
+                self.layer_stats.detach()
             self.logger.close()
         summary = {"epochs": self.pos.epoch, "steps": self.pos.global_step, "seconds": round(time.time() - start, 2),
                    "best": self.best, "run_dir": str(self.run_dir)}
@@ -273,6 +355,7 @@ class Trainer:
         model.train(was_training)
 
     def validate(self) -> dict:
+        self._sync_buffers()
         model = self.ema.module if self.ema is not None else self.model
         metrics, _, _ = evaluate(self.task, model, self.val_loader, self.cfg, self.device,
                                  desc="validate", show_progress=self.show_progress and self.is_main)
@@ -293,12 +376,47 @@ class Trainer:
                 self._save_best(scalars)
         return scalars
 
+    def _sync_buffers(self) -> None:
+        """Without a DDP wrapper (which broadcasts buffers at every forward) BatchNorm statistics drift apart
+        across ranks; validation and checkpoints use rank 0's."""
+        if self.world_size > 1 and self.ddp is None:
+            for buffer in self.model.buffers():
+                dist.broadcast(buffer.data, src=0)
+
+    def _agree(self, stop_signal: int | None, finite: bool) -> tuple[int | None, bool]:
+        """Every rank must stop at the same step, or the others wait forever in the next all-reduce: a signal
+        or a non-finite loss seen by any rank counts for all (one tiny gloo all-reduce per step)."""
+        if self.world_size == 1:
+            return stop_signal, finite
+        flags = torch.tensor([stop_signal or 0, 0 if finite else 1], dtype=torch.int64)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=self.control_group)
+        return (int(flags[0]) or None), not bool(flags[1])
+
+    def _global_means(self, sums: dict, counts: dict) -> dict[str, float]:
+        """Loss means over all ranks (one all-reduce, at the log interval only: it syncs with the device)."""
+        keys = sorted(sums)
+        if self.world_size > 1 and keys:
+            packed = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64, device=self.device)
+                                  for k in keys] + [torch.tensor(float(counts[k]), dtype=torch.float64,
+                                                                 device=self.device) for k in keys])
+            dist.all_reduce(packed)
+            packed = packed.tolist()
+            return {k: packed[i] / max(packed[len(keys) + i], 1) for i, k in enumerate(keys)}
+        return {k: float(sums[k]) / counts[k] for k in keys}
+
+    def _gather_skipped(self) -> list:
+        if self.world_size == 1:
+            return self.skipped_this_epoch
+        gathered = [None] * self.world_size
+        dist.all_gather_object(gathered, self.skipped_this_epoch)
+        return [s for part in gathered for s in part]
+
     def train_epoch(self) -> dict:
         cfg, task, device = self.cfg, self.task, self.device
         log_interval = cfg.train.log_interval
         check_every_step = device.type == "cpu"  # reading a CPU scalar costs no device sync
         sampler = self.train_loader.sampler
-        sampler.set_epoch(self.pos.epoch, start=self.pos.batch_in_epoch * cfg.data.batch_size)
+        sampler.set_epoch(self.pos.epoch, start=self.pos.samples_in_epoch)
         self.model.train()
         self.skipped_this_epoch = []
         sums: dict[str, torch.Tensor] = {}
@@ -324,19 +442,24 @@ class Trainer:
                     window_counts[k] = window_counts.get(k, 0) + 1
                     counts[k] = counts.get(k, 0) + 1
                 if check_every_step:
-                    self._check_finite(losses)
+                    self._check_finite(losses, collective=False)
                 window_images += n_images
                 epoch_images += n_images
                 window_batches += 1
             self.pos.batch_in_epoch += 1
             self.pos.global_step += 1
+            self.pos.samples_in_epoch += cfg.data.batch_size * self.world_size
             bar.update(1)
+            if self.world_size > 1:
+                self.stop_signal, finite = self._agree(self.stop_signal, self._nonfinite is None)
+                if not finite:
+                    self._raise_nonfinite()
             if self.pos.global_step % log_interval == 0 and window_batches:
-                means = {k: float(v) / window_counts[k] for k, v in window_sums.items()}
+                means = self._global_means(window_sums, window_counts)
                 if not check_every_step:
                     self._check_finite(means)
                 elapsed = max(time.time() - window_start, 1e-9)
-                rate = window_images / elapsed
+                rate = window_images * self.world_size / elapsed
                 lr = self.current_lr()
                 self.logger.log({"type": "train", "epoch": self.pos.epoch + 1, "step": self.pos.global_step,
                                  "lr": lr, **means, "images_per_s": round(rate, 2)})
@@ -345,17 +468,20 @@ class Trainer:
             if self.stop_signal is not None:
                 break
         bar.close()
-        if self.skipped_this_epoch:
-            names = ", ".join(sorted({s.path for s in self.skipped_this_epoch})[:10])
-            msg = (f"epoch {self.pos.epoch + 1}: skipped {len(self.skipped_this_epoch)} unreadable sample(s) "
+        skipped = self._gather_skipped()
+        if skipped:
+            names = ", ".join(sorted({s.path for s in skipped})[:10])
+            msg = (f"epoch {self.pos.epoch + 1}: skipped {len(skipped)} unreadable sample(s) "
                    f"(data.on_corrupt=skip): {names}")
-            tqdm.write("warning: " + msg)
+            if self.is_main:
+                tqdm.write("warning: " + msg)
             self.logger.log({"type": "warning", "epoch": self.pos.epoch + 1, "message": msg,
-                             "skipped": len(self.skipped_this_epoch)})
+                             "skipped": len(skipped)})
         seconds = time.time() - epoch_start
-        stats = {f"train_{k}": float(v) / counts[k] for k, v in sums.items()}
-        stats.update({"seconds": round(seconds, 2), "images_per_s": round(epoch_images / max(seconds, 1e-9), 2),
-                      "lr": self.current_lr(), "skipped": len(self.skipped_this_epoch)})
+        stats = {f"train_{k}": v for k, v in self._global_means(sums, counts).items()}
+        stats.update({"seconds": round(seconds, 2),
+                      "images_per_s": round(epoch_images * self.world_size / max(seconds, 1e-9), 2),
+                      "lr": self.current_lr(), "skipped": len(skipped)})
         return stats
 
     def _train_step(self, batch) -> dict[str, torch.Tensor]:
@@ -365,25 +491,37 @@ class Trainer:
         window_start = self.pos.batch_in_epoch % accumulate == 0
         all_losses: dict[str, torch.Tensor] = {}
         stepped = False
+        stats = self.layer_stats if self.layer_stats is not None and window_end else None
+        if stats is not None:
+            stats.begin_step(self.pos.global_step)
         for phase in self.phases:
             if self.pos.global_step % phase.every:
                 continue
             optimizer = self.optimizers[phase.optimizer]
             if window_start:
                 self.model.zero_grad(set_to_none=True)
-            with autocast_context(self.device, cfg.train.amp):
-                losses = self.task.training_losses(self.forward_model, batch, phase, cfg)
-            if "loss" not in losses:
-                raise KeyError(f"task {self.task.name!r} returned no 'loss' term for phase {phase.name!r}")
-            self.scaler.scale(losses["loss"] / accumulate).backward()
+            # DDP all-reduces gradients in its backward hooks; inside an accumulation window only the last one needs to
+            sync = contextlib.nullcontext() if self.ddp is None or window_end else self.ddp.no_sync()
+            with sync:
+                with autocast_context(self.device, cfg.train.amp):
+                    losses = self.task.training_losses(self.forward_model, batch, phase, cfg)
+                if "loss" not in losses:
+                    raise KeyError(f"task {self.task.name!r} returned no 'loss' term for phase {phase.name!r}")
+                self.scaler.scale(losses["loss"] / accumulate).backward()
             prefix = "" if len(self.phases) == 1 else f"{phase.name}_"
             all_losses.update({prefix + k: v for k, v in losses.items()})
             if window_end:
+                if self.world_size > 1 and self.ddp is None:
+                    average_gradients([p for g in optimizer.param_groups for p in g["params"]], self.world_size)
                 if cfg.train.grad_clip:
                     self.scaler.unscale_(optimizer)
                     params = [p for g in optimizer.param_groups for p in g["params"]]
                     torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+                if stats is not None:
+                    stats.after_backward(optimizer)
                 self.scaler.step(optimizer)
+                if stats is not None:
+                    stats.after_optimizer_step()
                 self.schedulers[phase.optimizer].step()
                 stepped = True
         if stepped:
@@ -392,18 +530,40 @@ class Trainer:
                 self.ema.update_parameters(self.model)
         if len(self.phases) > 1 and "loss" not in all_losses:
             all_losses["loss"] = sum(v.detach() for k, v in all_losses.items() if k.endswith("_loss"))
+        if stats is not None:
+            record = stats.end_step({k: v.detach() for k, v in all_losses.items()})
+            if record is not None:
+                self.logger.log({"type": "layer_stats", "epoch": self.pos.epoch + 1, **record})
         return all_losses
 
-    def _check_finite(self, losses: dict) -> None:
+    def _report_layer_warnings(self) -> None:
+        """New threshold crossings of the layer statistics, once each, to the console and the log."""
+        if self.layer_stats is None:
+            return
+        for w in self.layer_stats.warnings():
+            if (w["layer"], w["kind"]) in self._warned_layers:
+                continue
+            self._warned_layers.add((w["layer"], w["kind"]))
+            tqdm.write(f"warning: step {w['step']}: {w['message']}")
+            self.logger.log({"type": "warning", "epoch": self.pos.epoch + 1, "step": w["step"],
+                             "message": w["message"], "layer": w["layer"], "kind": w["kind"]})
+
+    def _check_finite(self, losses: dict, collective: bool = True) -> None:
+        """Stop on a NaN/inf loss. `collective=False`: only this rank looked, so under torchrun the stop waits
+        for the end-of-step agreement, where every rank raises together."""
         values = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in losses.items()}
         if all(math.isfinite(v) for v in values.values()):
             return
-        terms = ", ".join(f"{k}={v:.6g}" for k, v in values.items())
-        msg = (f"non-finite loss at epoch {self.pos.epoch + 1}, step {self.pos.global_step + 1}, "
+        self._nonfinite = (self.pos.global_step + 1, ", ".join(f"{k}={v:.6g}" for k, v in values.items()))
+        if collective or self.world_size == 1:
+            self._raise_nonfinite()
+
+    def _raise_nonfinite(self) -> None:
+        step, terms = self._nonfinite or (self.pos.global_step, f"on another rank than rank {self.rank}")
+        msg = (f"non-finite loss at epoch {self.pos.epoch + 1}, step {step}, "
                f"lr {self.current_lr():.6g}: {terms}. Training stopped; the last good checkpoint "
                f"({self.run_dir / 'last.pt'}) is unchanged. Try a lower optim.lr, train.grad_clip, or amp=none.")
-        self.logger.log({"type": "error", "epoch": self.pos.epoch + 1, "step": self.pos.global_step + 1,
-                         "message": msg})
+        self.logger.log({"type": "error", "epoch": self.pos.epoch + 1, "step": step, "message": msg})
         raise NonFiniteLoss(msg)
 
     def current_lr(self) -> float:

@@ -9,6 +9,7 @@ from visionzoo.models import (  # noqa: F401
     resnet,
     siamfc,
     sint,
+    stn,
     vae,
     vgg,
 )

@@ -420,3 +420,14 @@ def add_training_curves(report: HtmlReport, log_records: Sequence[dict] | None) 
         return
     report.add_figure(None, fig, caption="Training loss terms and learning rate per logged step; validation "
                                          "metrics per evaluated epoch (the value at the last epoch is labelled).")
+    add_layer_statistics(report, log_records)
+
+
+def add_layer_statistics(report: HtmlReport, log_records: Sequence[dict] | None) -> None:
+    """Per-layer statistics the run recorded (train.layer_stats_interval > 0): warnings and charts."""
+    from visionzoo.diagnostics.report import add_layer_stats_sections, stats_from_log
+
+    stats = stats_from_log(log_records or [])
+    if stats is not None:
+        add_layer_stats_sections(report, stats, heading=f"Layer statistics during training "
+                                                        f"({len(stats.records)} recorded steps)")

@@ -139,6 +139,12 @@ class Task:
     def update_phases(self, cfg) -> list[UpdatePhase]:
         return [UpdatePhase()]
 
+    def one_forward_per_update(self, cfg) -> bool:
+        """Whether each update is one forward and one backward through the whole model. Only then can the
+        trainer wrap it in DistributedDataParallel under torchrun; otherwise (a model called twice per step,
+        players updated in turn) the trainer averages gradients across ranks itself."""
+        return True
+
     def training_losses(self, model: nn.Module, batch, phase: UpdatePhase, cfg) -> dict[str, torch.Tensor]:
         """Loss terms for one phase; the engine back-propagates the entry "loss"."""
         raise NotImplementedError
@@ -167,3 +173,18 @@ class Task:
 
     def write_report(self, out_path: Path, **context) -> Path:
         raise NotImplementedError
+
+    # ---- benchmarks -------------------------------------------------------------------------
+    def synthetic_batch(self, cfg, batch_size: int, image_size: int, device, train: bool = True):
+        """Random data shaped like `to_device(collate(samples))` for the config's model, on `device`:
+        the batch `training_losses` takes (`train=True`) or the one `eval_outputs` takes (`train=False`).
+        Used by benchmarks/benchmark.py to time the task's own code paths without reading files."""
+        raise NotImplementedError(f"task {self.name!r} has no synthetic_batch(): benchmarks/benchmark.py cannot "
+                                  f"make data for its models; implement it in visionzoo/tasks/{self.name}/task.py")
+
+
+def model_num_classes(cfg) -> int | None:
+    """cfg.model.num_classes, else the registered model's default class count."""
+    from visionzoo.registry import get_entry
+
+    return cfg.model.num_classes or get_entry(cfg.model.name).default_num_classes

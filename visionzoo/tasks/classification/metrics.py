@@ -146,6 +146,17 @@ class ClassificationMeter:
             self._indices.append(indices.detach().to(device=device, dtype=torch.int64))
         self._seen += n
 
+    def gather_samples(self) -> None:
+        """Replace this process's per-sample records (predictions, targets, confidences, dataset indices) by
+        those of every rank (distributed evaluation), so that misclassified() sees the whole dataset."""
+        local = [torch.cat(x).cpu() if x else torch.zeros(0) for x in
+                 (self._preds, self._targets, self._confs, self._indices)]
+        gathered = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(gathered, local)
+        device = self.confusion.device
+        self._preds, self._targets, self._confs, self._indices = (
+            [part[i].to(device) for part in gathered if part[i].numel()] for i in range(4))
+
     # ---- results ----------------------------------------------------------------------------
     def compute(self) -> dict:
         """Metrics as plain Python values:

@@ -14,7 +14,7 @@ from PIL import Image
 from visionzoo.reports.figures import bar_chart, confusion_matrix_figure, filter_grid
 from visionzoo.reports.html import HtmlReport, add_run_info, add_training_curves
 
-__all__ = ["build_classification_report"]
+__all__ = ["build_classification_report", "stn_examples"]
 
 MAX_F1_BARS = 40
 MAX_COUNT_TABLE_CLASSES = 20
@@ -133,6 +133,56 @@ def _filters(report: HtmlReport, weight: torch.Tensor | None) -> None:
                                           f"each min-max normalised on its own, shown in {mode}.")
 
 
+def stn_examples(model: torch.nn.Module, dataset, mean: Sequence[float], std: Sequence[float],
+                 count: int = 16) -> list[tuple[Image.Image, Image.Image, str]] | None:
+    """(input, transformed input, caption) for ``count`` images spread over ``dataset`` (as the model sees
+    them, after the evaluation transform) when ``model`` has a spatial transformer (``model.stn``); None
+    otherwise. The caption gives the zoom 1/sqrt|det A| and rotation of the predicted affine map."""
+    import math
+
+    from visionzoo.models.stn import SpatialTransformer
+
+    stn = getattr(getattr(model, "module", model), "stn", None)  # through a DDP wrapper too
+    if not isinstance(stn, SpatialTransformer) or len(dataset) == 0:
+        return None
+    indices = np.unique(np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int))
+    images = torch.stack([dataset[int(i)][0] for i in indices])
+    device = next(stn.parameters()).device
+    was_training = stn.training
+    stn.eval()
+    with torch.no_grad():
+        warped, theta = stn.forward_with_theta(images.to(device))
+    stn.train(was_training)
+    m = torch.tensor(list(mean)).view(1, -1, 1, 1)
+    s = torch.tensor(list(std)).view(1, -1, 1, 1)
+
+    def to_pil(batch: torch.Tensor) -> list[Image.Image]:
+        pixels = ((batch.float().cpu() * s + m).clamp(0, 1) * 255).round().to(torch.uint8)
+        return [Image.fromarray(p.permute(1, 2, 0).numpy().squeeze()) for p in pixels]
+
+    out = []
+    for before, after, t in zip(to_pil(images), to_pil(warped), theta.float().cpu()):
+        (a, b, _), (c, d, _) = t.tolist()
+        zoom = 1.0 / math.sqrt(max(abs(a * d - b * c), 1e-12))
+        # theta maps output to input positions, so the image turns by minus theta's angle (y down)
+        angle = math.degrees(math.atan2(c, a))
+        out.append((before, after, f"zoom {zoom:.2f}, rotation {angle:+.0f}\u00b0"))
+    return out
+
+
+def _stn(report: HtmlReport, examples: Sequence[tuple[Image.Image, Image.Image, str]] | None) -> None:
+    if not examples:
+        return
+    report.add_section("Spatial transformer")
+    grid = []
+    for before, after, caption in examples:
+        grid += [(before, "input"), (after, f"transformed: {caption}")]
+    report.add_image_grid(None, grid, columns=8,
+                          caption="Pairs of input images (left, after the evaluation transform) and what the "
+                                  "spatial transformer hands the classifier (right). Zoom > 1 magnifies; the "
+                                  "rotation is of the sampling grid, so the content turns the other way.")
+
+
 def build_classification_report(
     out_path: str | Path,
     *,
@@ -144,10 +194,12 @@ def build_classification_report(
     first_layer_weight: torch.Tensor | None = None,
     model_summary: Mapping | None = None,
     run_info: Mapping | None = None,
+    stn_examples: Sequence[tuple[Image.Image, Image.Image, str]] | None = None,
 ) -> Path:
     """Write the classification report for `metrics` (from ``ClassificationMeter.compute()``) to
     `out_path` as one self-contained HTML file and return its path. Missing pieces (no log, no
-    misclassified images, no conv layer, no run info) become a short note."""
+    misclassified images, no conv layer, no run info) become a short note. `stn_examples` (from
+    :func:`stn_examples`) adds a section of inputs next to their spatially transformed versions."""
     class_names = [str(c) for c in class_names]
     cm = np.asarray(metrics["confusion_matrix"], dtype=np.int64) if metrics.get("confusion_matrix") is not None else None
     if cm is not None and (cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.size == 0):
@@ -161,6 +213,7 @@ def build_classification_report(
     add_training_curves(report, log_records)
     _per_class(report, metrics, class_names, cm)
     _confusion(report, class_names, cm)
+    _stn(report, stn_examples)
     _misclassified(report, metrics, misclassified_images)
     _filters(report, first_layer_weight)
     add_run_info(report, run_info)

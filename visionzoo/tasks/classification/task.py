@@ -80,6 +80,11 @@ class ClassificationAccumulator(Accumulator):
     def load_state_tensors(self, tensors) -> None:
         self.meter.load_state_tensors(tensors)
 
+    def synchronize(self) -> None:
+        """Sums of the counts, and every rank's per-sample predictions for the report's misclassified images."""
+        super().synchronize()
+        self.meter.gather_samples()
+
 
 class ClassificationTask(Task):
     name = "classification"
@@ -144,7 +149,7 @@ class ClassificationTask(Task):
 
     def write_report(self, out_path: Path, *, metrics, dataset, accumulator, model, model_summary, log_records,
                      run_info, cfg, title) -> Path:
-        from visionzoo.tasks.classification.report import build_classification_report
+        from visionzoo.tasks.classification.report import build_classification_report, stn_examples
 
         names = list(dataset.classes)
         wrong = []
@@ -156,4 +161,15 @@ class ClassificationTask(Task):
         return build_classification_report(
             out_path, title=title, metrics=metrics, class_names=names, log_records=log_records,
             misclassified_images=wrong, first_layer_weight=None if first_conv is None else first_conv.detach().cpu(),
-            model_summary=model_summary, run_info=run_info)
+            model_summary=model_summary, run_info=run_info,
+            stn_examples=stn_examples(model, dataset, cfg.data.mean, cfg.data.std))
+
+    # ---- benchmarks ---------------------------------------------------------------------------
+    def synthetic_batch(self, cfg, batch_size, image_size, device, train=True):
+        """Normalised random images and labels over the model's classes (training and evaluation alike)."""
+        from visionzoo.tasks.base import model_num_classes
+
+        g = torch.Generator().manual_seed(0)
+        images = torch.randn(batch_size, 3, image_size, image_size, generator=g)
+        labels = torch.randint(0, model_num_classes(cfg), (batch_size,), generator=g)
+        return images.to(device), labels.to(device)

@@ -335,3 +335,36 @@ class DetectionTask(Task):
         return build_detection_report(out_path, title=title, metrics=metrics, class_names=names[1:],
                                       examples=examples, log_records=log_records, model_summary=model_summary,
                                       run_info=run_info, score_threshold=cfg.eval.report_score_threshold)
+
+    # ---- benchmarks ---------------------------------------------------------------------------
+    def synthetic_batch(self, cfg, batch_size, image_size, device, train=True):
+        """Square images in 0..1 with three boxes each (labels over the model's classes; for Mask R-CNN,
+        instance masks filling the boxes). Fast R-CNN also gets `proposals`, as many as
+        data.params.proposal_top_k_train / _test: half jittered copies of the boxes, half anywhere."""
+        from visionzoo.tasks.base import model_num_classes
+
+        g, s = torch.Generator().manual_seed(0), image_size
+        num_classes = model_num_classes(cfg)
+        family = get_entry(cfg.model.name).family
+        top_k = int(data_params(cfg)["proposal_top_k_train" if train else "proposal_top_k_test"])
+        images, targets = [], []
+        for _ in range(batch_size):
+            xy = torch.rand(3, 2, generator=g) * 0.6 * s
+            boxes = torch.cat([xy, (xy + (0.15 + 0.25 * torch.rand(3, 2, generator=g)) * s).clamp(max=s)], 1)
+            target = {"boxes": boxes, "labels": torch.randint(1, num_classes, (3,), generator=g)}
+            if family == "mask_rcnn":
+                target["masks"] = torch.zeros(3, s, s, dtype=torch.uint8)
+                for k, (x1, y1, x2, y2) in enumerate(boxes.round().int().tolist()):
+                    target["masks"][k, y1:y2, x1:x2] = 1
+            if family == "fast_rcnn":
+                near = boxes[torch.randint(0, 3, (top_k // 2,), generator=g)]
+                near = near + torch.randn(near.shape, generator=g) * 0.05 * s
+                corner = torch.rand(top_k - len(near), 2, generator=g) * 0.8 * s
+                anywhere = torch.cat([corner, corner + (0.05 + 0.5 * torch.rand(len(corner), 2, generator=g)) * s], 1)
+                proposals = torch.cat([near, anywhere]).clamp(0, s)
+                proposals[:, :2] = proposals[:, :2].clamp(max=s - 1)  # at least 1 px wide and high
+                proposals[:, 2:] = torch.maximum(proposals[:, 2:], proposals[:, :2] + 1)
+                target["proposals"] = proposals
+            images.append(torch.rand(3, s, s, generator=g))
+            targets.append(target)
+        return self.to_device((images, targets), torch.device(device), channels_last=False)

@@ -211,9 +211,6 @@ class GenerativeTask(Task):
             terms = model(core.prepare_data(x), y)
             return {"loss": terms["loss"], "recon_nll": terms["recon_nll"].detach().mean(),
                     "kl": terms["kl"].detach().mean(), "elbo": terms["elbo"].detach().mean()}
-        if model is not core and isinstance(model, torch.nn.parallel.DistributedDataParallel):
-            raise ValueError("GAN training under torchrun is not supported yet: the two players' separate "
-                             "updates need their own DistributedDataParallel wrappers (see issue 7)")
         return self._gan_losses(core, x, y, phase, cfg)
 
     def _gan_losses(self, gan, x, y, phase, cfg):
@@ -307,6 +304,20 @@ class GenerativeTask(Task):
         return build_generative_report(out_path, title=title, metrics=metrics, dataset=dataset, model=model, cfg=cfg,
                                        log_records=log_records, run_info=run_info, model_summary=model_summary,
                                        progress_images=progress)
+
+    # ---- benchmarks ---------------------------------------------------------------------------
+    def synthetic_batch(self, cfg, batch_size, image_size, device, train=True):
+        """Random images in the model's data range, labels over its classes (used by conditional models), one
+        noise seed and dataset index per image, as GenerativeImages + collate give (training and evaluation)."""
+        from visionzoo.tasks.base import model_num_classes
+
+        g, kind = torch.Generator().manual_seed(0), model_kind(cfg)[0]
+        x = torch.rand(batch_size, image_channels(cfg), image_size, image_size, generator=g)
+        if data_range(kind) == "symmetric":
+            x = x * 2 - 1
+        labels = torch.randint(0, model_num_classes(cfg) or 1, (batch_size,), generator=g)
+        seeds = torch.randint(0, 2 ** 62, (batch_size,), generator=g)
+        return self.to_device((x, labels, seeds, torch.arange(batch_size)), torch.device(device), False)
 
 
 def _default_kwarg(model_name: str, key: str):

@@ -304,3 +304,15 @@ class SegmentationTask(Task):
         return build_segmentation_report(
             out_path, title=title, metrics=metrics, class_names=list(dataset.classes), examples=examples,
             worst=worst, log_records=log_records, model_summary=model_summary, run_info=run_info)
+
+    # ---- benchmarks ---------------------------------------------------------------------------
+    def synthetic_batch(self, cfg, batch_size, image_size, device, train=True):
+        """Normalised random images, masks over the model's classes with a tenth of the pixels ignored (255),
+        and the unpadded sizes (training and evaluation alike)."""
+        from visionzoo.tasks.base import model_num_classes
+
+        g, s = torch.Generator().manual_seed(0), image_size
+        images = torch.randn(batch_size, 3, s, s, generator=g)
+        masks = torch.randint(0, model_num_classes(cfg), (batch_size, s, s), generator=g)
+        masks[torch.rand(batch_size, s, s, generator=g) < 0.1] = 255
+        return images.to(device), masks.to(device), [(s, s)] * batch_size

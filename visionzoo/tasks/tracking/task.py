@@ -173,6 +173,9 @@ class TrackingTask(Task):
         return {"class_names": None, "input_size": [3, 255, 255], "mean": list(d.mean), "std": list(d.std)}
 
     # ---- training -----------------------------------------------------------------------------
+    def one_forward_per_update(self, cfg) -> bool:
+        return model_family(cfg) != "sint"  # SINT embeds the query and the candidates in two forward calls
+
     def training_losses(self, model, batch, phase, cfg):
         if model_family(cfg) == "sint":
             return self._sint_losses(model, batch, cfg)
@@ -239,6 +242,34 @@ class TrackingTask(Task):
         return build_tracking_report(out_path, title=title, metrics=metrics, showcase=showcase,
                                      log_records=log_records, model_summary=model_summary, run_info=run_info)
 
+    # ---- benchmarks ---------------------------------------------------------------------------
+    def synthetic_batch(self, cfg, batch_size, image_size, device, train=True):
+        """train: `batch_size` (exemplar, search) pairs at TrackingPairs' crop sizes (127 / 255 px, whatever
+        `image_size`): a square target of half the exemplar's side centred in the exemplar and shifted by up to
+        data.augment.shift px in the search crop, plus SINT's candidate boxes. Not train: one sequence of
+        `batch_size` frames of image_size x image_size (a square moving over noise), the item evaluation tracks
+        frame by frame."""
+        from visionzoo.datasets.tracking_pairs import PairSettings, sample_candidates
+
+        rng = np.random.default_rng(0)
+        if not train:
+            return [_SyntheticSequence(batch_size, image_size, rng)]
+        st, g, b = PairSettings(), torch.Generator().manual_seed(0), batch_size
+        side = st.exemplar_size / 2  # SiamFC's context crop is twice a square target's side
+        z = (st.exemplar_size - side) / 2
+        centre = st.search_size / 2 + rng.uniform(-cfg.data.augment.shift, cfg.data.augment.shift, (b, 2))
+        search_box = torch.from_numpy(np.concatenate([centre - side / 2, centre + side / 2], 1)).float()
+        batch = {"exemplar": torch.randn(b, 3, st.exemplar_size, st.exemplar_size, generator=g),
+                 "search": torch.randn(b, 3, st.search_size, st.search_size, generator=g),
+                 "exemplar_box": torch.tensor([z, z, z + side, z + side]).repeat(b, 1), "search_box": search_box}
+        if model_family(cfg) == "sint":
+            loss = cfg.loss
+            drawn = [sample_candidates(box.numpy(), loss.positives, loss.negatives, loss.pos_iou, loss.neg_iou,
+                                       st.search_size, rng) for box in search_box]
+            batch["candidates"] = torch.from_numpy(np.stack([boxes for boxes, _ in drawn]))
+            batch["candidate_labels"] = torch.from_numpy(np.stack([labels for _, labels in drawn]))
+        return self.to_device(batch, torch.device(device), channels_last=False)
+
 
 class _FirstFrames:
     """The first `limit` frames of a sequence (all when limit is None), loadable one at a time."""
@@ -274,3 +305,26 @@ def select_showcase(metrics: dict, results: dict, dataset, per_side: int, frames
             frames.append((int(i), seq.load_frame(int(i)), gt if np.isfinite(gt).all() else None, res.pred[i]))
         showcase.append({"name": row["name"], "label": label, "ao": row["ao"], "frames": frames})
     return showcase
+
+
+class _SyntheticSequence:
+    """A sequence held in memory (TrackingTask.synthetic_batch): a bright square moving diagonally over a noise
+    background, visible in every frame, with its ground-truth boxes (x, y, w, h)."""
+
+    def __init__(self, frames: int, size: int, rng: np.random.Generator):
+        self.name, self.cover, self.absent = "synthetic", None, None
+        side = max(4.0, size / 6)
+        xy = (0.2 + 0.4 * np.linspace(0, 1, frames))[:, None] * (size - side)
+        self.boxes = np.concatenate([xy, xy, np.full((frames, 2), side)], 1)
+        background = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        self.frames = []
+        for x, y, w, h in self.boxes.round().astype(int):
+            frame = background.copy()
+            frame[y:y + h, x:x + w] = (255, 64, 0)
+            self.frames.append(frame)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def load_frame(self, i: int) -> np.ndarray:
+        return self.frames[i]
