@@ -23,7 +23,7 @@ from visionzoo.datasets.common import ImageReadError
 from visionzoo.engine import distributed
 from visionzoo.engine.evaluator import evaluate, make_eval_loader
 from visionzoo.engine.run_dir import read_log
-from visionzoo.engine.targets import latest_metrics, load_target
+from visionzoo.engine.targets import apply_eval_options, latest_metrics, load_target
 from visionzoo.factory import INIT_ONLY_KWARGS, create_model
 from visionzoo.profile import count_parameters, gflops
 from visionzoo.tasks import get_task
@@ -71,14 +71,7 @@ def run_evaluation(args) -> dict:
             data["eval"] = deep_merge(data.get("eval") or {}, load_yaml_with_bases(args.eval_config).get("eval") or {})
         cfg = validate(apply_overrides(data, list(args.overrides)), where=args.eval_config or "overrides")
     task = get_task(cfg.task)
-    if args.data:
-        cfg.data.root = args.data
-    if args.batch_size:
-        cfg.data.eval_batch_size = args.batch_size
-    if args.workers is not None:
-        cfg.data.num_workers = args.workers
-    if args.device:
-        cfg.train.device = args.device
+    apply_eval_options(cfg, data=args.data, batch_size=args.batch_size, workers=args.workers, device=args.device)
     info, device = distributed.init_from_env(cfg.train.device)
     split = pick_split(cfg, task, args.split)
     class_names = target.meta.get("class_names")

@@ -28,6 +28,33 @@ loss: {{label_smoothing: 0.1}}
 """
 
 
+IN_MEMORY_SHAPES_CONFIG = """
+_base_: {base}
+model: {{name: resnet18}}
+data:
+  dataset: shapes
+  params: {{num_samples: {samples}, image_size: 32}}
+  input_size: 32
+  mean: [0.5, 0.5, 0.5]
+  std: [0.25, 0.25, 0.25]
+  crop_pct: 1.0
+  batch_size: {batch}
+  num_workers: 0
+  val_split: null
+optim: {{name: adamw, lr: {lr}, weight_decay: 0.0}}
+output: {{dir: {runs}}}
+"""
+
+
+def write_in_memory_shapes_config(path: Path, samples: int = 64, batch: int = 16, lr: float = 0.002) -> Path:
+    """A resnet18 config on shapes rendered in memory (no files), without validation; runs go under path's folder."""
+    path.write_text(IN_MEMORY_SHAPES_CONFIG.format(
+        base=ROOT / "configs/classification/_base_.yaml", samples=samples, batch=batch,
+        lr=f"{lr:.1e}",  # PyYAML reads 1.0e-09 as a float, 1e-09 as a string
+        runs=path.parent / "runs"))
+    return path
+
+
 def write_tiny_config(path: Path, data_root: Path) -> Path:
     path.write_text(TINY_CONFIG.format(base=ROOT / "configs/classification/_base_.yaml", root=data_root))
     return path

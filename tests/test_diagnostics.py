@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.helpers import write_in_memory_shapes_config
 from visionzoo.diagnostics import ActivationStats, check_function, check_model, check_module, lr_range_test
 from visionzoo.diagnostics.common import find_module
 from visionzoo.diagnostics.lr_finder import save_lr_find, suggest_lr
@@ -106,25 +107,7 @@ def test_overfit_diagnoses():
 def _tiny_config(tmp_path, **optim):
     from visionzoo.config import load_config
 
-    path = tmp_path / "tiny.yaml"
-    lr = f"{optim.get('lr', 0.002):.1e}"  # PyYAML reads 1.0e-09 as a float, 1e-09 as a string
-    path.write_text(f"""
-_base_: {ROOT / 'configs/classification/_base_.yaml'}
-model: {{name: resnet18}}
-data:
-  dataset: shapes
-  params: {{num_samples: 64, image_size: 32}}
-  input_size: 32
-  mean: [0.5, 0.5, 0.5]
-  std: [0.25, 0.25, 0.25]
-  crop_pct: 1.0
-  batch_size: 16
-  num_workers: 0
-  val_split: null
-optim: {{name: adamw, lr: {lr}, weight_decay: 0.0}}
-output: {{dir: {tmp_path / 'runs'}}}
-""")
-    return load_config(path)
+    return load_config(write_in_memory_shapes_config(tmp_path / "tiny.yaml", lr=optim.get("lr", 0.002)))
 
 
 def test_overfit_check_memorises_eight_shapes(tmp_path):

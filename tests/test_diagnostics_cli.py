@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import read_jsonl
+from tests.helpers import read_jsonl, write_in_memory_shapes_config
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = ROOT / "weights" / "resnet18.shapes.safetensors"
@@ -22,24 +22,7 @@ def diagnose(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def tiny_config(tmp_path) -> Path:
-    path = tmp_path / "tiny.yaml"
-    path.write_text(f"""
-_base_: {ROOT / 'configs/classification/_base_.yaml'}
-model: {{name: resnet18}}
-data:
-  dataset: shapes
-  params: {{num_samples: 48, image_size: 32}}
-  input_size: 32
-  mean: [0.5, 0.5, 0.5]
-  std: [0.25, 0.25, 0.25]
-  crop_pct: 1.0
-  batch_size: 8
-  num_workers: 0
-  val_split: null
-optim: {{name: adamw, lr: 0.002, weight_decay: 0.0}}
-output: {{dir: {tmp_path / 'runs'}}}
-""")
-    return path
+    return write_in_memory_shapes_config(tmp_path / "tiny.yaml", samples=48, batch=8)
 
 
 @pytest.mark.slow

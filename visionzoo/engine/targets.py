@@ -51,3 +51,17 @@ def latest_metrics(run_dir: Path) -> dict | None:
     if files:
         return json.loads(files[-1].read_text())
     return None
+
+
+def apply_eval_options(cfg, *, data: str | None = None, batch_size: int | None = None, workers: int | None = None,
+                       device: str | None = None):
+    """evaluate.py's --data, --batch-size, --workers and --device over a target's config (in place)."""
+    if data:
+        cfg.data.root = data
+    if batch_size:
+        cfg.data.eval_batch_size = batch_size
+    if workers is not None:
+        cfg.data.num_workers = workers
+    if device:
+        cfg.train.device = device
+    return cfg

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from visionzoo.config import ConfigError, apply_overrides, to_dict, validate
 from visionzoo.engine.evaluator import make_eval_loader
-from visionzoo.engine.targets import load_target
+from visionzoo.engine.targets import apply_eval_options, load_target
 from visionzoo.engine.trainer import select_device
 from visionzoo.factory import INIT_ONLY_KWARGS, create_model
 from visionzoo.features import LayerFeatures
@@ -68,14 +68,7 @@ def run_retrieval(args) -> dict:
         raise ConfigError(f"--retrieval needs a classifier trained on labelled images (an ImageFolder-style "
                           f"dataset); {args.target} is a {cfg.task} model")
     task = get_task(cfg.task)
-    if args.data:
-        cfg.data.root = args.data
-    if args.batch_size:
-        cfg.data.eval_batch_size = args.batch_size
-    if args.workers is not None:
-        cfg.data.num_workers = args.workers
-    if args.device:
-        cfg.train.device = args.device
+    apply_eval_options(cfg, data=args.data, batch_size=args.batch_size, workers=args.workers, device=args.device)
     device = select_device(cfg.train.device)
 
     if args.split:
