@@ -1,39 +1,7 @@
-"""Export a model of the zoo to ONNX, TorchScript or torch.export (.pt2), and check the saved file.
-
-    python -m visionzoo.export weights/resnet18.shapes.safetensors --format onnx --dynamic-batch
-    python -m visionzoo.export runs/fcn4s_r18_shapes --format torchscript --input-size 128
-    python -m visionzoo.export faster_rcnn_resnet18_fpn --weights shapes --format onnx
-    python -m visionzoo.export dcgan --weights shapes --format export
-
-TARGET is what evaluate.py takes (a weights file with its model card, a run directory, a checkpoint) or a
-registered model name (random init, or `--weights`). After writing, the file is loaded back (onnxruntime
-for ONNX, torch.jit.load / torch.export.load otherwise) and run on the same inputs as the PyTorch model;
-the largest absolute difference of every output is printed, and an export outside --atol/--rtol fails.
-A JSON card beside the file (`<file>.json`) says what the inputs and outputs are, the input size,
-normalisation, class names and the measured differences.
-
-What is exported, per task:
-  classification  images (B, 3, H, W), normalised -> logits (B, classes)
-  segmentation    images (B, 3, H, W), normalised -> out (B, classes, H, W) [+ aux]
-  detection       Faster/Mask R-CNN: image (3, H, W) in [0, 1] -> boxes, labels, scores [+ masks];
-                  Fast R-CNN: image + proposals (P, 4) XYXY -> boxes, labels, scores. One image per call,
-                  fixed image size (the model resizes to its min_size anyway).
-  tracking        SiamFC: the embedding, images (B, 3, H, W) of any crop size -> features (the card gives
-                  the correlation head's scale and bias); SINT: images + RoIs (K, 5) -> embeddings (K, D)
-  generative      GANs: the generator z (B, latent) [+ labels] -> images in [-1, 1]; VAEs: the decoder
-                  z [+ labels] -> mean image in [0, 1]; autoencoders: images -> reconstructions
-"""
+"""What is exported for each kind of model: the module to trace, example inputs, input and output names."""
 from __future__ import annotations
 
-import argparse
-import contextlib
-import io
-import json
-import logging
 import os
-import sys
-import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,20 +9,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from visionzoo.config import ConfigError
 from visionzoo.engine.targets import load_target
+from visionzoo.export.common import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ExportError,
+)
 from visionzoo.factory import INIT_ONLY_KWARGS, create_model
 from visionzoo.registry import get_entry
-
-FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "export": ".pt2"}
-FORMAT_NAMES = {"onnx": "ONNX", "torchscript": "TorchScript", "export": "torch.export"}
-IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-LEGACY_OPSET = 17  # the TorchScript-based ONNX exporter's default; torchvision's detectors need >= 11
-
-
-class ExportError(ValueError):
-    """A model that cannot be exported in the asked format, or an export that does not match PyTorch."""
-
 
 # ---- loading ------------------------------------------------------------------------------------------------
 
@@ -121,7 +83,7 @@ class ExportSpec:
     hint: str = ""  # said when an export fails
 
 
-def _as_tuple(out) -> tuple:
+def as_tuple(out) -> tuple:
     if isinstance(out, torch.Tensor):
         return (out,)
     if isinstance(out, dict):
@@ -281,7 +243,7 @@ def _image_model_spec(loaded, input_size, batch, dynamic, module, output_names, 
     traced, checked = _batches(batch, dynamic)
     check = [(_normalise(_images(b, h, w, seed=b), mean, std),) for b in checked]
     return ExportSpec(module, check[0], ["images"], output_names, check,
-                      reference=lambda *x: _as_tuple(loaded.model(*x)), batch_inputs=[0],
+                      reference=lambda *x: as_tuple(loaded.model(*x)), batch_inputs=[0],
                       card={"inputs": {"images": f"(B, 3, {h}, {w}) float32, RGB in [0, 1] normalised by mean/std"},
                             "input_size": [3, h, w], **card})
 
@@ -436,291 +398,3 @@ def _generative_spec(loaded, input_size, batch, dynamic) -> ExportSpec:
                       batch_inputs=list(range(len(names))), card=card)
 
 
-# ---- exporters ----------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _quiet():
-    """The exporters' deprecation and tracer warnings, and the graph dumps torch logs when an export fails,
-    are about their own internals: a failure is reported as one line instead (see _short_reason)."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.CRITICAL)
-    try:
-        # torch.export also prints the partial graph of a failed export straight to stderr
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.disable(previous)
-
-
-def _short_reason(exc: BaseException) -> str:
-    """The gist of an exporter's error: its first line and where in the code it was raised (torch's
-    errors run to pages of graph dumps)."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    summary = next((i for i, ln in enumerate(lines) if ln.startswith("## Exception summary")), None)
-    if summary is not None:
-        lines = lines[summary + 1:]
-        lines = lines[1:] if lines and lines[0].startswith("<class") else lines
-    head = lines[0] if lines else type(exc).__name__
-    where = next((ln for ln in lines if ln.startswith("Caused by")), "")
-    text = f"{type(exc).__name__}: {head}" + (f" {where}" if where else "")
-    return text[:600]
-
-
-def _varying_axes(spec: ExportSpec, dynamic_batch: bool) -> list[dict[int, str]]:
-    """Per input, the axes that may vary in the exported file and their names."""
-    axes = []
-    for i in range(len(spec.inputs)):
-        dims = {0: "batch"} if dynamic_batch and i in spec.batch_inputs else {}
-        axes.append({**dims, **spec.variable_axes.get(i, {})})
-    return axes
-
-
-def _dynamic_shapes(spec: ExportSpec, dynamic_batch: bool):
-    """torch.export's form: one named Dim for the batch, which every batched input shares; the other axes
-    AUTO, so torch.export derives their ranges (SiamFC's crops must give feature maps larger than 1x1)."""
-    batch = torch.export.Dim("batch", min=1, max=1 << 16)
-    shapes = [{axis: batch if name == "batch" else torch.export.Dim.AUTO for axis, name in dims.items()} or None
-              for dims in _varying_axes(spec, dynamic_batch)]
-    return tuple(shapes) if any(s is not None for s in shapes) else None
-
-
-def _dynamic_axes(spec: ExportSpec, dynamic_batch: bool) -> dict:
-    return {name: dims for name, dims in zip(spec.input_names, _varying_axes(spec, dynamic_batch)) if dims}
-
-
-def _export_onnx(spec: ExportSpec, out: Path, *, dynamic_batch: bool, opset: int | None, exporter: str) -> dict:
-    param_bytes = sum(p.numel() * p.element_size() for p in spec.module.parameters())
-    chosen = spec.onnx_exporter if exporter == "auto" else exporter
-    info: dict = {}
-    if chosen == "dynamo":
-        try:
-            # the dynamo exporter prints its progress steps; the result (or its failure) is reported here
-            with _quiet(), open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-                torch.onnx.export(spec.module, spec.inputs, str(out), dynamo=True, input_names=spec.input_names,
-                                  output_names=spec.output_names, opset_version=opset, verbose=False,
-                                  dynamic_shapes=_dynamic_shapes(spec, dynamic_batch),
-                                  external_data=param_bytes > 1_500_000_000)  # one file below ONNX's 2 GB limit
-            return {"exporter": "torch.onnx (dynamo)"}
-        except Exception as e:  # noqa: BLE001 - any exporter failure: retry with the other exporter or explain
-            if exporter == "dynamo":
-                raise
-            info["dynamo_failed"] = _short_reason(e)
-    if opset is not None and opset < 11:
-        raise ExportError(f"--opset {opset}: the TorchScript-based ONNX exporter needs opset >= 11 for these models")
-    with _quiet():
-        torch.onnx.export(spec.module, spec.inputs, str(out), dynamo=False, input_names=spec.input_names,
-                          output_names=spec.output_names, opset_version=opset or LEGACY_OPSET,
-                          dynamic_axes=_dynamic_axes(spec, dynamic_batch) or None)
-    return {"exporter": "torch.onnx (TorchScript-based, dynamo=False)", **info}
-
-
-def _export_torchscript(spec: ExportSpec, out: Path) -> dict:
-    with _quiet():
-        if spec.script:
-            module = torch.jit.script(spec.module)
-            how = "torch.jit.script"
-        else:
-            module = torch.jit.trace(spec.module, spec.inputs, check_trace=False)
-            how = "torch.jit.trace"
-        torch.jit.save(module, str(out))
-    return {"exporter": how}
-
-
-def _export_program(spec: ExportSpec, out: Path, *, dynamic_batch: bool) -> dict:
-    with _quiet():
-        program = torch.export.export(spec.module, spec.inputs, dynamic_shapes=_dynamic_shapes(spec, dynamic_batch))
-        torch.export.save(program, str(out))
-    return {"exporter": "torch.export"}
-
-
-# ---- checks -------------------------------------------------------------------------------------------------
-
-
-def _run_saved(fmt: str, path: Path):
-    """A function running the saved file on an input tuple and returning numpy outputs."""
-    if fmt == "onnx":
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # the mask paste loop's shape warnings are expected (dynamic N)
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        names = [i.name for i in session.get_inputs()]
-        return lambda inputs: session.run(None, {n: x.numpy() for n, x in zip(names, inputs)})
-    with _quiet():
-        module = torch.jit.load(str(path)) if fmt == "torchscript" else torch.export.load(str(path)).module()
-
-    def run(inputs):
-        with torch.no_grad(), _quiet():
-            return [o.detach().numpy() for o in _as_tuple(module(*inputs))]
-
-    return run
-
-
-def check_export(spec: ExportSpec, fmt: str, path: Path, atol: float, rtol: float, name: str) -> dict:
-    """Run the saved file and the PyTorch model on every check input; max abs difference per output.
-    Raises ExportError naming the output and input when shapes differ or values are out of tolerance."""
-    run = _run_saved(fmt, path)
-    diffs = {n: 0.0 for n in spec.output_names}
-    output_shapes = []
-    for inputs in spec.check_inputs:
-        with torch.no_grad():
-            expected = [t.detach().numpy() for t in spec.reference(*inputs)]
-        got = run(inputs)
-        shapes = " ".join(f"{n}={tuple(x.shape)}" for n, x in zip(spec.input_names, inputs))
-        if len(got) != len(expected):
-            raise ExportError(f"{name}: the {fmt} file gives {len(got)} outputs, PyTorch {len(expected)}")
-        output_shapes.append({n: list(e.shape) for n, e in zip(spec.output_names, expected)})
-        for out_name, g, e in zip(spec.output_names, got, expected):
-            g = np.asarray(g)
-            if g.shape != e.shape:
-                raise ExportError(f"{name}: output {out_name!r} has shape {g.shape} from the {fmt} file but "
-                                  f"{e.shape} from PyTorch (input {shapes})")
-            if g.size == 0:
-                continue
-            diff = float(np.abs(g.astype(np.float64) - e.astype(np.float64)).max())
-            diffs[out_name] = max(diffs[out_name], diff)
-            if not np.allclose(g, e, atol=atol, rtol=rtol):
-                raise ExportError(f"{name}: output {out_name!r} of the {fmt} file differs from PyTorch by up to "
-                                  f"{diff:.3g} (atol {atol:g}, rtol {rtol:g}; input {shapes})")
-    return {"max_abs_diff": diffs, "atol": atol, "rtol": rtol,
-            "inputs": [{n: list(x.shape) for n, x in zip(spec.input_names, inputs)} for inputs in spec.check_inputs],
-            "outputs": output_shapes}
-
-
-# ---- the whole export -----------------------------------------------------------------------------------------
-
-
-def _versions() -> dict:
-    import torchvision
-
-    versions = {"torch": torch.__version__, "torchvision": torchvision.__version__}
-    for mod in ("onnx", "onnxruntime", "onnxscript"):
-        with contextlib.suppress(ImportError):
-            versions[mod] = __import__(mod).__version__
-    return versions
-
-
-def _onnx_opset(path: Path) -> int | None:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-
-
-def _require_onnx(check: bool, exporter: str) -> None:
-    needed = ["onnx"] + (["onnxscript"] if exporter != "torchscript" else []) + (["onnxruntime"] if check else [])
-    missing = [m for m in needed if not _importable(m)]
-    if missing:
-        raise ExportError(f"ONNX export needs {', '.join(missing)}: pip install 'visionzoo[export]' "
-                          "(or pip install onnx onnxruntime onnxscript)")
-
-
-def _importable(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
-
-
-def export(target: str, fmt: str = "onnx", *, out: str | Path | None = None, weights: str | None = None,
-           input_size=None, batch: int = 1, dynamic_batch: bool = False, opset: int | None = None,
-           check: bool = True, atol: float = 1e-4, rtol: float = 1e-3, exporter: str = "auto",
-           log=print) -> dict:
-    """Export TARGET in `fmt`, check it and write the JSON card; returns the card."""
-    if fmt not in FORMATS:
-        raise ExportError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)} (export = torch.export .pt2)")
-    if exporter not in ("auto", "dynamo", "torchscript"):
-        raise ExportError(f"exporter {exporter!r}: expected auto, dynamo or torchscript")
-    if fmt == "onnx":
-        _require_onnx(check, exporter)
-    if out is not None and fmt == "export" and Path(out).suffix != ".pt2":
-        raise ExportError(f"--out {out}: a torch.export file must end in .pt2 (torch.export.load reads no other)")
-    loaded = load_model(target, weights)
-    spec = build_spec(loaded, input_size=input_size, batch=batch, dynamic_batch=dynamic_batch)
-    spec.module.eval()  # wrappers too: an exporter that restores the training flag would switch the model back
-    out = Path(out) if out else Path("exports") / f"{loaded.stem}{FORMATS[fmt]}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    try:
-        with torch.no_grad():
-            if fmt == "onnx":
-                how = _export_onnx(spec, out, dynamic_batch=dynamic_batch, opset=opset, exporter=exporter)
-            elif fmt == "torchscript":
-                how = _export_torchscript(spec, out)
-            else:
-                how = _export_program(spec, out, dynamic_batch=dynamic_batch)
-    except ExportError:
-        raise
-    except Exception as e:  # noqa: BLE001 - turned into one clear line naming model, format and reason
-        out.unlink(missing_ok=True)
-        hint = f" Why: {spec.hint}." if spec.hint else ""
-        raise ExportError(f"{loaded.name} cannot be exported to {FORMAT_NAMES[fmt]}: {_short_reason(e)}.{hint}") \
-            from None
-    seconds = time.perf_counter() - start
-    log(f"exported {loaded.name} to {out} with {how['exporter']} in {seconds:.1f} s")
-    if how.get("dynamo_failed"):
-        log(f"  (the dynamo exporter failed: {how['dynamo_failed']})")
-    checked = None
-    if check:
-        start_check = time.perf_counter()
-        try:
-            checked = check_export(spec, fmt, out, atol, rtol, loaded.name)
-        except ExportError as e:
-            out.unlink(missing_ok=True)
-            raise ExportError(f"{e}; {out} was removed (--no-check keeps an unchecked export)") from None
-        checked["seconds"] = round(time.perf_counter() - start_check, 2)
-        for name, diff in checked["max_abs_diff"].items():
-            log(f"  {name}: max abs diff {diff:.3g} vs PyTorch")
-        log(f"  check passed on {len(spec.check_inputs)} input(s) (atol {atol:g}, rtol {rtol:g})")
-    meta = loaded.meta
-    card = {
-        "model": loaded.name, "task": loaded.task, "format": fmt, "file": out.name, **how,
-        "opset": _onnx_opset(out) if fmt == "onnx" else None,
-        "source": loaded.source, "dynamic_batch": dynamic_batch,
-        "batch": None if dynamic_batch else (spec.inputs[0].shape[0] if spec.allows_batch else 1),
-        "input_names": spec.input_names, "output_names": spec.output_names,
-        "mean": meta.get("mean"), "std": meta.get("std"), "input_size": meta.get("input_size"),
-        "class_names": meta.get("class_names"), "num_classes": meta.get("num_classes"),
-        **spec.card,
-        "seconds": round(seconds, 2), "size_bytes": out.stat().st_size, "check": checked, "versions": _versions(),
-    }
-    card_path = out.with_name(out.name + ".json")
-    card_path.write_text(json.dumps(card, indent=2))
-    log(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) and {card_path}")
-    return card
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m visionzoo.export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("target", help="weights file (.safetensors with its model card), run directory, checkpoint, "
-                                  "or a registered model name")
-    p.add_argument("--format", default="onnx", help="onnx, torchscript or export (torch.export .pt2); default onnx")
-    p.add_argument("--out", help="output file (default exports/<name>.onnx | .torchscript.pt | .pt2)")
-    p.add_argument("--weights", help="with a model name: a weights tag (shapes), file or torchvision:<TAG>")
-    p.add_argument("--input-size", type=int, nargs="+", metavar="N",
-                   help="image size: S, H W or C H W (default: the model card's, or the model's default)")
-    p.add_argument("--batch", type=int, default=1, help="batch size of the example input (default 1)")
-    p.add_argument("--dynamic-batch", action="store_true", help="let the batch axis vary (checked at two sizes)")
-    p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's; 18 dynamo, 17 TorchScript-based)")
-    p.add_argument("--exporter", default="auto", choices=["auto", "dynamo", "torchscript"],
-                   help="ONNX exporter: auto (dynamo, the TorchScript-based one where dynamo cannot: detectors, "
-                        "SINT, or after a dynamo failure)")
-    p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
-                   help="load the saved file and compare it with PyTorch (default on)")
-    p.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance of the check (default 1e-4)")
-    p.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance of the check (default 1e-3)")
-    args = p.parse_args(argv)
-    try:
-        export(args.target, args.format, out=args.out, weights=args.weights, input_size=args.input_size,
-               batch=args.batch, dynamic_batch=args.dynamic_batch, opset=args.opset, check=args.check,
-               atol=args.atol, rtol=args.rtol, exporter=args.exporter)
-    except (ExportError, ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
