@@ -23,8 +23,13 @@ from visionzoo.datasets.common import ImageReadError
 from visionzoo.engine import distributed
 from visionzoo.engine.evaluator import evaluate, make_eval_loader
 from visionzoo.engine.run_dir import read_log
-from visionzoo.engine.targets import apply_eval_options, latest_metrics, load_target
-from visionzoo.factory import INIT_ONLY_KWARGS, create_model
+from visionzoo.engine.targets import (
+    apply_eval_options,
+    build_target_model,
+    latest_metrics,
+    load_target,
+    pick_split,
+)
 from visionzoo.profile import count_parameters, gflops
 from visionzoo.tasks import get_task
 
@@ -53,15 +58,6 @@ def parse_args(argv=None):
     return p.parse_intermixed_args(argv)  # overrides may follow options
 
 
-def pick_split(cfg, task, requested: str | None) -> str:
-    if requested:
-        return requested
-    for split in (cfg.data.test_split, cfg.data.val_split):
-        if split and task.split_exists(cfg, split):
-            return split
-    raise ConfigError("no evaluation split: the config names no test/val split that exists; pass --split")
-
-
 def run_evaluation(args) -> dict:
     target = load_target(args.target)
     cfg = target.cfg
@@ -76,9 +72,7 @@ def run_evaluation(args) -> dict:
     split = pick_split(cfg, task, args.split)
     class_names = target.meta.get("class_names")
     dataset = task.build_dataset(cfg, split, train=False, class_names=class_names)
-    model = create_model(cfg.model.name, weights=target.weights,
-                         num_classes=len(class_names) if class_names else cfg.model.num_classes,
-                         **{k: v for k, v in cfg.model.kwargs.items() if k not in INIT_ONLY_KWARGS}).to(device)
+    model = build_target_model(target, cfg).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     loader = make_eval_loader(task, cfg, dataset, device, info.rank, info.world_size)

@@ -279,8 +279,7 @@ def cmd_visualize(args) -> int:
     from PIL import Image
 
     from visionzoo.diagnostics import visualize as vis
-    from visionzoo.engine.targets import load_target
-    from visionzoo.factory import INIT_ONLY_KWARGS, create_model
+    from visionzoo.engine.targets import build_target_model, load_target
     from visionzoo.reports.html import HtmlReport
     from visionzoo.tasks import get_task
 
@@ -290,9 +289,7 @@ def cmd_visualize(args) -> int:
         cfg.data.root = args.data
     task = get_task(cfg.task)
     class_names = target.meta.get("class_names")
-    model = create_model(cfg.model.name, weights=target.weights,
-                         num_classes=len(class_names) if class_names else cfg.model.num_classes,
-                         **{k: v for k, v in cfg.model.kwargs.items() if k not in INIT_ONLY_KWARGS})
+    model = build_target_model(target, cfg)
     model = model.float().to(args.device).eval()
     out = Path(args.out) if args.out else Path(cfg.output.dir) / "diagnose" / cfg.model.name / "visualize"
     out.mkdir(parents=True, exist_ok=True)

@@ -65,3 +65,25 @@ def apply_eval_options(cfg, *, data: str | None = None, batch_size: int | None =
     if device:
         cfg.train.device = device
     return cfg
+
+
+def build_target_model(target: EvalTarget, cfg=None):
+    """The target's model with its weights: class count from the card's class names, builder keywords from the
+    config (`cfg`, default the target's own), minus those that only matter at initialisation."""
+    from visionzoo.factory import INIT_ONLY_KWARGS, create_model
+
+    cfg = cfg or target.cfg
+    class_names = target.meta.get("class_names")
+    return create_model(cfg.model.name, weights=target.weights,
+                        num_classes=len(class_names) if class_names else cfg.model.num_classes,
+                        **{k: v for k, v in cfg.model.kwargs.items() if k not in INIT_ONLY_KWARGS})
+
+
+def pick_split(cfg, task, requested: str | None) -> str:
+    """`requested`, else the config's test split if it exists, else its val split."""
+    if requested:
+        return requested
+    for split in (cfg.data.test_split, cfg.data.val_split):
+        if split and task.split_exists(cfg, split):
+            return split
+    raise ConfigError("no evaluation split: the config names no test/val split that exists; pass --split")

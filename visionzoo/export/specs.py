@@ -9,13 +9,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from visionzoo.engine.targets import load_target
+from visionzoo.engine.targets import build_target_model, load_target
 from visionzoo.export.common import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ExportError,
 )
-from visionzoo.factory import INIT_ONLY_KWARGS, create_model
+from visionzoo.factory import create_model
 from visionzoo.registry import get_entry
 
 # ---- loading ------------------------------------------------------------------------------------------------
@@ -41,10 +41,7 @@ def load_model(target: str, weights: str | None = None) -> LoadedModel:
                               "weights; --weights goes with a registered model name")
         loaded = load_target(path)
         cfg, meta = loaded.cfg, dict(loaded.meta)
-        class_names = meta.get("class_names")
-        model = create_model(cfg.model.name, weights=loaded.weights,
-                             num_classes=len(class_names) if class_names else cfg.model.num_classes,
-                             **{k: v for k, v in cfg.model.kwargs.items() if k not in INIT_ONLY_KWARGS})
+        model = build_target_model(loaded, cfg)
         stem = path.name if path.is_dir() else (path.name[: -len(".safetensors")] if path.suffix == ".safetensors"
                                                 else cfg.model.name)
         return LoadedModel(model.eval(), cfg.model.name, cfg.task, meta, str(loaded.weights), stem)

@@ -18,9 +18,8 @@ from tqdm.auto import tqdm
 
 from visionzoo.config import ConfigError, apply_overrides, to_dict, validate
 from visionzoo.engine.evaluator import make_eval_loader
-from visionzoo.engine.targets import apply_eval_options, load_target
+from visionzoo.engine.targets import apply_eval_options, build_target_model, load_target, pick_split
 from visionzoo.engine.trainer import select_device
-from visionzoo.factory import INIT_ONLY_KWARGS, create_model
 from visionzoo.features import LayerFeatures
 from visionzoo.profile import count_parameters, gflops
 from visionzoo.retrieval.metrics import retrieval_metrics
@@ -71,22 +70,14 @@ def run_retrieval(args) -> dict:
     apply_eval_options(cfg, data=args.data, batch_size=args.batch_size, workers=args.workers, device=args.device)
     device = select_device(cfg.train.device)
 
-    if args.split:
-        query_split = _split_or_error(task, cfg, args.split, "--split")
-    else:
-        query_split = next((s for s in (cfg.data.test_split, cfg.data.val_split) if s and task.split_exists(cfg, s)),
-                           None)
-        if query_split is None:
-            raise ConfigError("no query split: the config names no test/val split that exists; pass --split")
+    query_split = _split_or_error(task, cfg, pick_split(cfg, task, args.split), "--split")
     gallery_split = _split_or_error(task, cfg, args.gallery_split or cfg.data.train_split, "--gallery-split")
 
     class_names = target.meta.get("class_names")
     gallery = task.build_dataset(cfg, gallery_split, train=False, class_names=class_names)
     same = gallery_split == query_split
     queries = gallery if same else task.build_dataset(cfg, query_split, train=False, class_names=class_names)
-    model = create_model(cfg.model.name, weights=target.weights,
-                         num_classes=len(class_names) if class_names else cfg.model.num_classes,
-                         **{k: v for k, v in cfg.model.kwargs.items() if k not in INIT_ONLY_KWARGS}).to(device)
+    model = build_target_model(target, cfg).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.eval()
