@@ -64,3 +64,29 @@ def test_other_class_count_replaces_the_detection_heads(tmp_path):
     assert model.roi_heads.box_predictor.cls_score.out_features == 6
     assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 6
     assert torch.equal(model.backbone.body.conv1.weight, src.backbone.body.conv1.weight)
+
+
+@pytest.mark.parametrize("name", ["faster_rcnn_resnet18_fpn", "mask_rcnn_resnet50_fpn"])
+def test_test_time_filters_come_from_the_keywords(name):
+    model = visionzoo.create_model(name, num_classes=6, min_size=96, max_size=96)
+    assert (model.roi_heads.score_thresh, model.roi_heads.nms_thresh) == (0.05, 0.5)  # torchvision's defaults
+    model = visionzoo.create_model(name, num_classes=6, min_size=96, max_size=96, box_score_thresh=0.001,
+                                   box_nms_thresh=0.6)
+    assert (model.roi_heads.score_thresh, model.roi_heads.nms_thresh) == (0.001, 0.6)
+
+
+def test_lower_score_threshold_keeps_every_detection_and_adds_some():
+    """The shipped detector on a shapes scene: threshold 0 adds low-scoring boxes after the same ones."""
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    from visionzoo.datasets.write_shapes_scenes import make_scene
+
+    model = visionzoo.create_model("faster_rcnn_resnet18_fpn", weights="shapes").eval()
+    images = [pil_to_tensor(make_scene(7)[0]).float() / 255]
+    with torch.no_grad():
+        default = model(images)[0]
+        model.roi_heads.score_thresh = 0.0
+        everything = model(images)[0]
+    assert 0 < len(default["scores"]) < len(everything["scores"])
+    kept = everything["scores"] > 0.05
+    torch.testing.assert_close(everything["boxes"][kept], default["boxes"])

@@ -223,3 +223,30 @@ def test_layer_statistics_during_training_reach_the_log_and_the_report(tmp_path,
     assert proc.returncode == 0, proc.stderr
     html = (tmp_path / "report" / "report.html").read_text()
     assert "Layer statistics during training" in html and "Dead ReLU units per layer" in html
+
+
+@pytest.mark.slow
+def test_fine_tune_from_a_published_file_records_where_it_started(tmp_path, tiny_cfg):
+    """Stage 1 is published; stage 2 starts from that file (model.weights) and its card names the file, its
+    hash and stage 1's training record and commands, so the shipped card tells the whole history."""
+    from visionzoo.publish import main as publish_main
+    from visionzoo.weights import sha256_file
+
+    def train_evaluate_publish(name, *overrides):
+        run_dir = tmp_path / name
+        proc = run_script("train.py", tiny_cfg, "train.epochs=1", "train.max_steps_per_epoch=2", *overrides,
+                          "--run-dir", run_dir, "--no-progress")
+        assert proc.returncode == 0, proc.stderr
+        proc = run_script("evaluate.py", run_dir, "--split", "val", "--no-progress")
+        assert proc.returncode == 0, proc.stderr
+        assert publish_main([str(run_dir), "--tag", name, "--out", str(tmp_path / "out"), "--dtype", "float32"]) == 0
+        path = tmp_path / "out" / f"resnet18.{name}.safetensors"
+        return path, json.loads(path.with_suffix(".json").read_text())
+
+    first, first_card = train_evaluate_publish("stage1")
+    assert first_card["trained"]["initial_weights"] is None
+    second, second_card = train_evaluate_publish("stage2", f"model.weights={first}", "optim.lr=0.001")
+    start = second_card["trained"]["initial_weights"]
+    assert start["weights"] == str(first) and start["sha256"] == sha256_file(first)
+    assert start["trained"] == first_card["trained"] and start["reproduce"] == first_card["reproduce"]
+    assert second_card["sha256"] != first_card["sha256"]

@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from visionzoo.config import to_dict
 from visionzoo.engine.targets import latest_metrics, load_target
-from visionzoo.weights import read_state_dict, sha256_file, strip_prefixes
+from visionzoo.weights import WeightsError, read_state_dict, resolve_weights, sha256_file, strip_prefixes
 
 
 def _data_commands(cfg) -> list[str]:
@@ -52,6 +52,20 @@ def _training_seconds(run_dir: Path) -> float | None:
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     seconds = [r["seconds"] for r in records if r.get("type") == "epoch" and "seconds" in r]
     return round(sum(seconds), 1) if seconds else None
+
+
+def _initial_weights(cfg) -> dict | None:
+    """Where a fine-tune started (model.weights): the file, its hash and its own card's training record, so the
+    card of the result tells the whole history (epochs and seconds of both stages)."""
+    if not cfg.model.weights:
+        return None
+    try:
+        resolved = resolve_weights(cfg.model.name, cfg.model.weights)
+    except WeightsError:  # gone since training: name it, without the record
+        return {"weights": str(cfg.model.weights)}
+    card = resolved.card
+    return {"weights": str(cfg.model.weights), "sha256": sha256_file(resolved.path),
+            **{k: card[k] for k in ("trained", "reproduce") if k in card}}
 
 
 def publish(run_dir: Path, tag: str, out_dir: Path, dtype: str = "float16") -> Path:
@@ -90,7 +104,8 @@ def publish(run_dir: Path, tag: str, out_dir: Path, dtype: str = "float16") -> P
         "sha256": sha256_file(weights_file),
         "size_bytes": weights_file.stat().st_size,
         "trained": {"epochs": cfg.train.epochs, "seconds": _training_seconds(run_dir), "git": run_info.get("git"),
-                    "versions": run_info.get("versions"), "device": run_info.get("device")},
+                    "versions": run_info.get("versions"), "device": run_info.get("device"),
+                    "initial_weights": _initial_weights(cfg)},
         "command": run_info.get("command"),
         "reproduce": _data_commands(cfg) + [
             f"python train.py {run_info.get('config_file') or '<config>'} --run-dir {run_dir}",

@@ -63,25 +63,31 @@ def _detector(cls, depth, num_classes, min_size, max_size, trainable_layers, bac
                 torchvision_name="fasterrcnn_resnet50_fpn")
 def faster_rcnn_resnet50_fpn(num_classes: int = 91, min_size: int = 800, max_size: int = 1333,
                              trainable_layers: int = 3, box_detections_per_img: int = 100,
-                             backbone_weights: str | None = None):
+                             backbone_weights: str | None = None, box_score_thresh: float = 0.05,
+                             box_nms_thresh: float = 0.5):
     """Faster R-CNN, ResNet-50-FPN backbone (torchvision's layout; official COCO files load strict)."""
     return _detector(FasterRCNN, 50, num_classes, min_size, max_size, trainable_layers, backbone_weights,
-                     box_detections_per_img=box_detections_per_img)
+                     box_detections_per_img=box_detections_per_img, box_score_thresh=box_score_thresh,
+                     box_nms_thresh=box_nms_thresh)
 
 
 @register_model(task="detection", family="mask_rcnn", input_size=(3, 800, 800), num_classes=91, head=_MASK_HEAD,
                 torchvision_name="maskrcnn_resnet50_fpn")
 def mask_rcnn_resnet50_fpn(num_classes: int = 91, min_size: int = 800, max_size: int = 1333,
                            trainable_layers: int = 3, box_detections_per_img: int = 100,
-                           backbone_weights: str | None = None):
+                           backbone_weights: str | None = None, box_score_thresh: float = 0.05,
+                           box_nms_thresh: float = 0.5):
     """Mask R-CNN, ResNet-50-FPN backbone (torchvision's layout; official COCO files load strict)."""
     return _detector(MaskRCNN, 50, num_classes, min_size, max_size, trainable_layers, backbone_weights,
-                     box_detections_per_img=box_detections_per_img)
+                     box_detections_per_img=box_detections_per_img, box_score_thresh=box_score_thresh,
+                     box_nms_thresh=box_nms_thresh)
 
 
 # The small variants' defaults are sized for CPU training on small images: fewer RPN proposals and 128
 # sampled RoIs per image instead of torchvision's 2000 / 512 (RoIAlign's CPU backward dominates a step);
 # `fpn_channels` narrows the FPN and every head behind it (the mask head's convolutions too).
+# `box_score_thresh`/`box_nms_thresh` are the test-time filters (torchvision's 0.05 / 0.5 per class); COCO AP
+# counts low-scoring detections too, so an evaluation may lower the threshold (model.kwargs.box_score_thresh).
 def _small_detector(cls, num_classes, min_size, max_size, trainable_layers, backbone_weights, anchor_sizes,
                     image_mean, image_std, fpn_channels, representation_size, **kwargs):
     backbone = resnet_fpn_backbone(18, trainable_layers, backbone_weights, out_channels=fpn_channels)
@@ -100,13 +106,15 @@ def _small_builder(cls, name: str, family: str, head: tuple[str, ...], doc: str)
               image_mean: tuple | None = None, image_std: tuple | None = None, fpn_channels: int = 256,
               representation_size: int = 1024, box_detections_per_img: int = 100, box_batch_size_per_image: int = 128,
               rpn_pre_nms_top_n_train: int = 1000, rpn_post_nms_top_n_train: int = 500,
-              rpn_pre_nms_top_n_test: int = 500, rpn_post_nms_top_n_test: int = 300):
+              rpn_pre_nms_top_n_test: int = 500, rpn_post_nms_top_n_test: int = 300,
+              box_score_thresh: float = 0.05, box_nms_thresh: float = 0.5):
         return _small_detector(
             cls, num_classes, min_size, max_size, trainable_layers, backbone_weights, anchor_sizes, image_mean,
             image_std, fpn_channels, representation_size, box_detections_per_img=box_detections_per_img,
             box_batch_size_per_image=box_batch_size_per_image, rpn_pre_nms_top_n_train=rpn_pre_nms_top_n_train,
             rpn_post_nms_top_n_train=rpn_post_nms_top_n_train, rpn_pre_nms_top_n_test=rpn_pre_nms_top_n_test,
-            rpn_post_nms_top_n_test=rpn_post_nms_top_n_test)
+            rpn_post_nms_top_n_test=rpn_post_nms_top_n_test, box_score_thresh=box_score_thresh,
+            box_nms_thresh=box_nms_thresh)
 
     build.__name__ = build.__qualname__ = name
     build.__doc__ = doc
