@@ -54,6 +54,9 @@ def test_unknown_key_names_itself_and_closest(cfg_files, override, message):
     ("data.mean=0.5", "'data.mean' = 0.5 has the wrong type: expected list[float]"),
     ("train.channels_last=1", "'train.channels_last' = 1 has the wrong type: expected bool"),
     ("train.epochs=0", "'train.epochs' = 0 is invalid: expected an integer >= 1"),
+    ("train.eval_interval=0", "'train.eval_interval' = 0 is invalid: expected an integer >= 1"),
+    ("train.max_steps_per_epoch=0", "'train.max_steps_per_epoch' = 0 is invalid: expected null or an integer >= 1"),
+    ("train.layer_stats_interval=-1", "'train.layer_stats_interval' = -1 is invalid: expected an integer >= 0"),
 ])
 def test_wrong_type_names_key_value_and_expected(cfg_files, override, message):
     with pytest.raises(ConfigError) as err:

@@ -304,3 +304,24 @@ def test_backbone_starts_from_the_shipped_classifier():
         visionzoo.create_model("faster_rcnn_resnet18_fpn", backbone_weights="no-such-tag")
     with pytest.raises(ValueError, match="anchor_sizes must be 5"):
         visionzoo.create_model("faster_rcnn_resnet18_fpn", anchor_sizes=[8, 16])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["faster_rcnn", "mask_rcnn", "fast_rcnn"])
+def test_fine_tune_config_starts_from_its_weights_file(tmp_path, scenes_root, model):
+    """configs/detection/*_finetune.yaml start from a published file (model.weights); pointed at the shipped
+    file, one step at a negligible lr leaves the trained weights where the file put them."""
+    from visionzoo.weights import REPO_WEIGHTS_DIR, read_state_dict
+
+    shipped = REPO_WEIGHTS_DIR / f"{model}_resnet18_fpn.shapes.safetensors"
+    run_dir = tmp_path / "run"
+    proc = run_script("train.py", ROOT / f"configs/detection/{model}_r18_shapes_finetune.yaml",
+                      f"model.weights={shipped}", f"data.root={scenes_root}", "data.num_workers=0",
+                      "data.batch_size=4", "train.epochs=1", "train.max_steps_per_epoch=1",
+                      "optim.lr=1.0e-12", f"data.params.proposal_cache_dir={tmp_path / 'cache'}",
+                      "--run-dir", run_dir, "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trained = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)["model"]
+    start = read_state_dict(shipped)
+    for key in ("backbone.body.layer4.1.conv2.weight", "roi_heads.box_predictor.cls_score.weight"):
+        torch.testing.assert_close(trained[key], start[key].float(), rtol=0, atol=1e-6)

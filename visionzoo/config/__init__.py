@@ -229,6 +229,12 @@ def _check_values(cfg: ExperimentConfig, where: str) -> None:
     need(cfg.train.epochs >= 1, "train.epochs", cfg.train.epochs, "an integer >= 1")
     need(cfg.train.accumulate >= 1, "train.accumulate", cfg.train.accumulate, "an integer >= 1")
     need(cfg.train.log_interval >= 1, "train.log_interval", cfg.train.log_interval, "an integer >= 1")
+    need(cfg.train.eval_interval >= 1, "train.eval_interval", cfg.train.eval_interval,
+         "an integer >= 1 (epochs between validations; the last epoch is always validated)")
+    need(cfg.train.max_steps_per_epoch is None or cfg.train.max_steps_per_epoch >= 1, "train.max_steps_per_epoch",
+         cfg.train.max_steps_per_epoch, "null or an integer >= 1")
+    need(cfg.train.layer_stats_interval >= 0, "train.layer_stats_interval", cfg.train.layer_stats_interval,
+         "an integer >= 0 (0 = off)")
     need(cfg.data.batch_size >= 1, "data.batch_size", cfg.data.batch_size, "an integer >= 1")
     need(cfg.data.num_workers >= 0, "data.num_workers", cfg.data.num_workers, "an integer >= 0")
     need(cfg.data.input_size >= 8, "data.input_size", cfg.data.input_size, "an integer >= 8")
