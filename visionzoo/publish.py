@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 
 from visionzoo.config import to_dict
 from visionzoo.engine.targets import latest_metrics, load_target
+from visionzoo.registry import get_entry
 from visionzoo.weights import WeightsError, read_state_dict, resolve_weights, sha256_file, strip_prefixes
 
 
@@ -54,18 +55,20 @@ def _training_seconds(run_dir: Path) -> float | None:
     return round(sum(seconds), 1) if seconds else None
 
 
-def _initial_weights(cfg) -> dict | None:
-    """Where a fine-tune started (model.weights): the file, its hash and its own card's training record, so the
-    card of the result tells the whole history (epochs and seconds of both stages)."""
+def _initial_weights(cfg) -> tuple[dict | None, list[str]]:
+    """Where a fine-tune started (model.weights): the file, its hash and its own card's training record, plus
+    that card's reproduce commands, which go ahead of this run's so the card tells the whole history."""
     if not cfg.model.weights:
-        return None
+        return None, []
     try:
-        resolved = resolve_weights(cfg.model.name, cfg.model.weights)
+        resolved = resolve_weights(cfg.model.name, cfg.model.weights, get_entry(cfg.model.name).torchvision_name)
     except WeightsError:  # gone since training: name it, without the record
-        return {"weights": str(cfg.model.weights)}
+        return {"weights": str(cfg.model.weights)}, []
     card = resolved.card
-    return {"weights": str(cfg.model.weights), "sha256": sha256_file(resolved.path),
-            **{k: card[k] for k in ("trained", "reproduce") if k in card}}
+    start = {"weights": str(cfg.model.weights), "sha256": sha256_file(resolved.path)}
+    if "trained" in card:
+        start["trained"] = card["trained"]
+    return start, list(card.get("reproduce", []))
 
 
 def publish(run_dir: Path, tag: str, out_dir: Path, dtype: str = "float16") -> Path:
@@ -85,6 +88,7 @@ def publish(run_dir: Path, tag: str, out_dir: Path, dtype: str = "float16") -> P
     tmp.chmod(0o644)
     tmp.replace(weights_file)
     run_info = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    initial_weights, earlier_commands = _initial_weights(cfg)
     meta = target.meta
     card = {
         "model": cfg.model.name,
@@ -105,9 +109,9 @@ def publish(run_dir: Path, tag: str, out_dir: Path, dtype: str = "float16") -> P
         "size_bytes": weights_file.stat().st_size,
         "trained": {"epochs": cfg.train.epochs, "seconds": _training_seconds(run_dir), "git": run_info.get("git"),
                     "versions": run_info.get("versions"), "device": run_info.get("device"),
-                    "initial_weights": _initial_weights(cfg)},
+                    "initial_weights": initial_weights},
         "command": run_info.get("command"),
-        "reproduce": _data_commands(cfg) + [
+        "reproduce": earlier_commands + _data_commands(cfg) + [
             f"python train.py {run_info.get('config_file') or '<config>'} --run-dir {run_dir}",
             # the evaluation as it was run (overrides such as eval.iwae_k=5000 included)
             metrics.get("command") or f"python evaluate.py {run_dir} --split {metrics['split']}",
