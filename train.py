@@ -1,121 +1,17 @@
-"""Train any visionzoo model from a YAML config.
+"""Train any visionzoo model from a YAML config (the same as `visionzoo train`).
 
     python train.py configs/classification/resnet18_shapes.yaml                 # train
+    python train.py classification/resnet18_shapes                              # a packaged config by name
     python train.py configs/classification/resnet18_shapes.yaml train.epochs=3  # with overrides
     python train.py --resume runs/resnet18_shapes                               # continue a run
     torchrun --nproc_per_node=4 train.py configs/classification/resnet18_shapes.yaml   # 4 processes (DDP)
 
-Reading order: parse arguments -> join the torchrun process group, if any -> load and validate the config
--> pick the run directory (rank 0 picks, the others follow) -> build the Trainer (data, model, optimizers
-from the config's task) -> fit -> print where things went.
+The code lives in visionzoo/cli/train.py so that an installed package has it too.
 Exit codes: 0 done, 1 bad input, 3 non-finite loss, 128+N stopped by signal N (checkpoint written).
 """
-from __future__ import annotations
-
-import argparse
-import json
 import sys
-from pathlib import Path
 
-from visionzoo.config import ConfigError, load_config, validate
-from visionzoo.datasets.common import ImageReadError
-from visionzoo.engine import distributed
-from visionzoo.engine.checkpoint import load_checkpoint
-from visionzoo.engine.trainer import NonFiniteLoss, Trainer, TrainingInterrupted
-
-
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", nargs="?", help="YAML config file (optional with --resume)")
-    p.add_argument("overrides", nargs="*", help="config overrides KEY=VALUE, e.g. train.epochs=5 optim.lr=0.01")
-    p.add_argument("--resume", metavar="RUN_DIR_OR_CKPT", help="continue from a run directory (its last.pt) or a checkpoint")
-    p.add_argument("--run-dir", help="where to write the run (default: output.dir/output.name, made unique)")
-    p.add_argument("--overwrite", action="store_true", help="reuse --run-dir even if it holds an earlier run")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs still go to log.jsonl)")
-    return p.parse_intermixed_args(argv)
-
-
-def resolve_config(args):
-    if args.config and "=" in args.config:  # `train.py --resume RUN key=value`
-        args.overrides.insert(0, args.config)
-        args.config = None
-    if args.config:
-        return load_config(args.config, args.overrides), args.config
-    if not args.resume:
-        raise ConfigError("give a config file, or --resume RUN_DIR to continue a run")
-    resume = Path(args.resume)
-    config_file = (resume if resume.is_dir() else resume.parent) / "config.yaml"
-    if config_file.is_file():
-        return load_config(config_file, args.overrides), str(config_file)
-    ckpt = load_checkpoint(resume)  # a checkpoint outside its run directory carries its config
-    from visionzoo.config import apply_overrides
-    return validate(apply_overrides(ckpt["config"], args.overrides), where=str(resume)), None
-
-
-def choose_run_dir(args, cfg) -> Path:
-    if args.resume:
-        resume = Path(args.resume)
-        return Path(args.run_dir) if args.run_dir else (resume if resume.is_dir() else resume.parent)
-    if args.run_dir:
-        run_dir = Path(args.run_dir)
-        if (run_dir / "last.pt").exists() and not args.overwrite:
-            raise ConfigError(f"{run_dir} already holds a run: pass --resume {run_dir} to continue it, "
-                              "--overwrite to replace it, or another --run-dir")
-        if args.overwrite:
-            for name in ("log.jsonl", "last.pt", "best.pt", "run.json"):
-                (run_dir / name).unlink(missing_ok=True)
-        return run_dir
-    base = Path(cfg.output.dir) / cfg.output.name
-    run_dir, n = base, 1
-    while run_dir.exists():  # never overwrite an earlier run by accident
-        n += 1
-        run_dir = base.with_name(f"{base.name}-{n}")
-    return run_dir
-
-
-def agreed_run_dir(args, cfg, is_main: bool) -> Path:
-    """Rank 0 picks the run directory (it may have to invent a new name) and every rank uses it."""
-    choice = None
-    if is_main:
-        try:
-            choice = ("ok", str(choose_run_dir(args, cfg)))
-        except ConfigError as e:
-            choice = ("error", str(e))
-    status, value = distributed.broadcast_object(choice)
-    if status == "error":
-        raise ConfigError(value)
-    return Path(value)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    info = distributed.env_world()
-    say = print if info.is_main else (lambda *a, **k: None)  # one voice under torchrun
-    try:
-        cfg, config_path = resolve_config(args)
-        info, _ = distributed.init_from_env(cfg.train.device)
-        run_dir = agreed_run_dir(args, cfg, info.is_main)
-        trainer = Trainer(cfg, run_dir, resume=args.resume, show_progress=not args.no_progress,
-                          config_path=config_path)
-        processes = f", {info.world_size} processes" if info.enabled else ""
-        say(f"run directory: {run_dir}  (device {trainer.device}{processes}, {len(trainer.train_set)} training "
-            "samples)", flush=True)
-        summary = trainer.fit()
-    except (ConfigError, FileNotFoundError, ValueError, ImageReadError) as e:
-        print(f"error: {e}" + (f" (rank {info.rank})" if info.enabled else ""), file=sys.stderr)
-        return 1
-    except TrainingInterrupted as e:
-        say(str(e), file=sys.stderr)
-        return e.exit_code
-    except NonFiniteLoss as e:
-        say(f"error: {e}", file=sys.stderr)
-        return 3
-    finally:
-        distributed.shutdown()
-    say(json.dumps(summary))
-    say(f"done. Evaluate with: python evaluate.py {run_dir} --report {run_dir / 'report'}")
-    return 0
-
+from visionzoo.cli.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -166,7 +166,7 @@ def measure(name: str, args) -> list[dict]:
         cfg = benchmark_config(name, size, args)
         task = get_task(cfg.task)
         if device.type == "cuda":
-            torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
+            torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark is not False  # synthetic: one input shape
         torch.manual_seed(0)
         model = task.build_model(cfg, None).to(device)
         if cfg.train.channels_last:

@@ -5,6 +5,8 @@ range (goal: >= 0.97, i.e. at most 3 % overhead).
     python benchmarks/train_overhead.py                                   # every family
     python benchmarks/train_overhead.py --family detection generative --steps 10 --rounds 5
     python benchmarks/train_overhead.py --config configs/detection/mask_rcnn_r18_shapes.yaml
+    python benchmarks/train_overhead.py --config configs/classification/resnet20_cifar10.yaml --own-data --workers 1
+    python benchmarks/train_overhead.py --config configs/detection/faster_rcnn_r18_pennfudan.yaml --own-data --steps 4
 
 Default configs (the shipped recipes, benchmarks/_families.py): resnet18 (classification), faster_rcnn_resnet18_fpn
 (detection), fcn8s_resnet18 (segmentation), siamfc_alexnet (tracking), dcgan and vae_conv (generative).
@@ -16,7 +18,7 @@ The plain loop is what one writes by hand: a DataLoader over that dataset with t
 task.to_device, task.training_losses for each update phase due (a GAN's discriminator, then generator), backward,
 optimizer step. The ratio isolates what the trainer adds: seeded resumable sampling, the skip-aware collate,
 loss bookkeeping, the finite-loss check, logging, tqdm, the LR schedule. Both loops run without channels_last,
-EMA and gradient clipping, so they do the same arithmetic.
+autocast, EMA and gradient clipping, so they do the same arithmetic.
 """
 from __future__ import annotations
 
@@ -80,11 +82,12 @@ def config_family(path: Path) -> str:
 def compare(config: Path, family: str, args, tmp: Path) -> dict:
     """Alternating trainer / plain-loop rounds for one config; returns its summary."""
     batch = args.batch or load_config(config).data.batch_size
-    data_overrides = write_family_data(family, tmp / "data" / config.stem, batch * args.steps)
+    # --own-data: the config's own data (a real data set such as MNIST or CIFAR-10) instead of written shapes
+    data_overrides = [] if args.own_data else write_family_data(family, tmp / "data" / config.stem, batch * args.steps)
     cfg = load_config(config, data_overrides + [
         f"data.batch_size={batch}", f"data.num_workers={args.workers}", "data.val_split=null",
         f"train.max_steps_per_epoch={args.steps}", "train.epochs=1000", "train.ema.enabled=false",
-        "train.channels_last=false", "train.grad_clip=null", f"train.device={args.device}",
+        "train.channels_last=false", "train.grad_clip=null", "train.amp=none", f"train.device={args.device}",
     ])
     torch.manual_seed(0)
     trainer = Trainer(cfg, tmp / "runs" / config.stem, show_progress=not args.no_progress)
@@ -124,6 +127,8 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--own-data", action="store_true",
+                   help="read each config's own data.root (e.g. CIFAR-10) instead of writing shapes data")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars in the trainer's rounds")
     args = p.parse_args(argv)
     if args.steps < 1 or args.rounds < 1 or (args.batch is not None and args.batch < 1):

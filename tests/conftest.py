@@ -9,6 +9,8 @@ sys.path.insert(0, str(ROOT))
 
 # Tests never touch the network or the user's caches.
 os.environ.setdefault("VISIONZOO_HOME", str(ROOT / ".pytest_cache" / "visionzoo_home"))
+# Weights download on first use; tests stay offline (tests/test_downloads*.py lift this for a loopback server).
+os.environ.setdefault("VISIONZOO_OFFLINE", "1")
 
 
 @pytest.fixture
@@ -32,3 +34,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def shared_archive(tmp_path_factory):
+    """unpack("pennfudanped.tar.gz") -> the folder an archive of ../shared/data unpacks into, once per session
+    (a tmp folder; the same command users run). Skips, naming the archive, where ../shared is absent."""
+    from visionzoo.datasets.digits import unpack_archive
+
+    folders = {}
+
+    def unpack(name: str) -> Path:
+        archive = ROOT.parent / "shared" / "data" / name
+        if not archive.is_file():
+            pytest.skip(f"needs {archive} (the shared data folder beside the repository)")
+        if name not in folders:
+            folders[name] = unpack_archive(archive, tmp_path_factory.mktemp("shared_data") / name.split(".")[0])
+        return folders[name]
+
+    return unpack

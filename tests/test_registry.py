@@ -35,7 +35,9 @@ def test_flops_match_published(name, gflops):
 
 
 def test_list_models_wildcards_and_task_filter():
-    assert visionzoo.list_models("resnet*") == ["resnet101", "resnet152", "resnet18", "resnet34", "resnet50"]
+    assert visionzoo.list_models("resnet??") == ["resnet18", "resnet34", "resnet50"]
+    assert visionzoo.list_models("resnet*_cifar") == ["resnet110_cifar", "resnet20_cifar", "resnet32_cifar",
+                                                      "resnet44_cifar", "resnet56_cifar"]
     assert visionzoo.list_models("vgg1?_bn") == ["vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn"]
     assert visionzoo.list_models("resnet*", task="detection") == []
     with pytest.raises(ValueError, match="unknown task"):

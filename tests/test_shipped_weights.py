@@ -15,7 +15,7 @@ CARD_KEYS = {"model", "tag", "task", "num_classes", "class_names", "input_size",
 
 def test_weights_folder_stays_small():
     total = sum(p.stat().st_size for p in REPO_WEIGHTS_DIR.iterdir() if p.is_file())
-    assert total < 150 * 2**20
+    assert total < 250 * 10**6  # the repository keeps weights/ under 250 MB
 
 
 def test_model_card_is_complete_and_matches_the_file():

@@ -33,7 +33,7 @@ from visionzoo.datasets.write_shapes_sequences import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-REAL_GOT = Path("/work/shared/data/GOT-10k_Val_000001")
+REAL_GOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "GOT-10k_Val_000001"
 
 
 # ------------------------------------------------------------------------------------------- helpers

@@ -1,5 +1,7 @@
 """Tracking metrics against hand-computed cases and an independent loop implementation: continuous IoU,
-centre error, strict success thresholds, inclusive precision, GOT-10k's frame exclusions and pooling."""
+centre error, strict success thresholds, inclusive precision, GOT-10k's frame exclusions and pooling, and
+the two IoU conventions (the GOT-10k toolkit's rect_iou, worked by hand from its formulas, and the
+geometric clip)."""
 import json
 import math
 
@@ -15,9 +17,12 @@ from visionzoo.tasks.tracking.metrics import (
     got10k_sequence_ious,
     otb_sequence_scores,
     precision_curve,
+    rect_iou,
     success_curve,
     summarize,
 )
+
+EPS = np.finfo(np.float64).eps  # the toolkit adds it to every union
 
 NAN4 = [np.nan] * 4
 
@@ -114,11 +119,83 @@ def test_got10k_excludes_first_frame_cover_and_absent():
         got10k_sequence_ious(pred, gt, cover=cover[:3])
 
 
-def test_got10k_bound_clips_to_image():
+def test_got10k_bound_follows_the_toolkit_by_default_and_clips_geometrically_on_request():
     gt = np.array([[0, 0, 10, 10], [0, 0, 10, 10]], dtype=float)
     pred = np.array([[0, 0, 10, 10], [-10, 0, 20, 10]])  # half outside the image on the left
-    assert got10k_sequence_ious(pred, gt)[0] == pytest.approx(0.5)
-    assert got10k_sequence_ious(pred, gt, bound=(100, 100))[0] == pytest.approx(1.0)
+    for convention in ("got10k", "geometric"):
+        assert got10k_sequence_ious(pred, gt, iou_convention=convention)[0] == pytest.approx(0.5)
+    # the toolkit moves x to 0 and keeps w = 20 (<= W - x): the box becomes [0, 0, 20, 10], IoU 100 / 200
+    assert got10k_sequence_ious(pred, gt, bound=(100, 100))[0] == pytest.approx(0.5)
+    # the geometric clip cuts the part left of the image: [0, 0, 10, 10], IoU 1
+    assert got10k_sequence_ious(pred, gt, bound=(100, 100), iou_convention="geometric")[0] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="iou_convention.*got10k, geometric.*'toolkit'"):
+        got10k_sequence_ious(pred, gt, iou_convention="toolkit")
+
+
+def test_rect_iou_hand_worked_from_the_toolkit_formulas():
+    """rect_iou(rects1, rects2, bound): x <- clip(x, 0, W), y <- clip(y, 0, H), w <- clip(w, 0, W - x),
+    h <- clip(h, 0, H - y) for both; intersection max(0, min(x1 + w1, x2 + w2) - max(x1, x2)) x (same in y);
+    IoU = inter / (area1 + area2 - inter + eps), clipped to [0, 1]. Each row worked out by hand."""
+    bound = (100, 50)
+    cases = [  # pred, gt, bounded IoU, unbounded IoU
+        ([0, 0, 10, 10], [5, 0, 10, 10], 50 / (150 + EPS), 50 / (150 + EPS)),
+        ([-10, 0, 20, 10], [0, 0, 10, 10], 100 / (200 + EPS), 100 / (200 + EPS)),  # bounded: [0, 0, 20, 10]
+        ([-5, -5, 10, 10], [0, 0, 10, 10], 100 / (100 + EPS), 25 / (175 + EPS)),   # shifted on, size kept
+        ([95, 45, 10, 10], [90, 40, 10, 10], 25 / (100 + EPS), 25 / (175 + EPS)),  # cut on the right / bottom
+        ([120, 0, 10, 10], [95, 0, 10, 10], 0.0, 0.0),                            # x -> 100, w -> 0
+        ([5, 5, 10, 10], [5, 5, 0, 10], 0.0, 0.0),                                # zero-size truth
+        ([0, 0, 1e-8, 1e-8], [0, 0, 1e-8, 1e-8], 1e-16 / (1e-16 + EPS), 1e-16 / (1e-16 + EPS)),  # eps shows
+    ]
+    pred = np.array([c[0] for c in cases], dtype=float)
+    gt = np.array([c[1] for c in cases], dtype=float)
+    assert np.allclose(rect_iou(pred, gt, bound), [c[2] for c in cases], rtol=1e-12, atol=0)
+    assert np.allclose(rect_iou(pred, gt), [c[3] for c in cases], rtol=1e-12, atol=0)
+    assert rect_iou(pred, gt)[6] < 0.32  # tiny boxes: the epsilon in the union shows (1.0 without it)
+    assert np.isnan(rect_iou([NAN4], [[0, 0, 1, 1]])).all()
+    assert pred[1, 0] == -10  # the caller's arrays are not bounded in place (the toolkit's are)
+    with pytest.raises(ValueError, match="shape"):
+        rect_iou(np.zeros((2, 4)), np.zeros((3, 4)))
+
+
+def test_zero_size_truth_scores_zero_under_the_toolkit_and_is_skipped_geometrically():
+    gt = np.array([[10, 10, 20, 20], [10, 10, 20, 20], [10, 10, 0, 20], [0, 0, 0, 0], [10, 10, 20, 20]])
+    pred = np.array([[10, 10, 20, 20]] * 5, dtype=float)
+    cover = np.array([8, 8, 8, 0, 8])  # the all-zero box is an absent target (cover 0): dropped under both
+    assert got10k_sequence_ious(pred, gt, cover).tolist() == [1.0, 0.0, 1.0]
+    assert got10k_sequence_ious(pred, gt, cover, iou_convention="geometric").tolist() == [1.0, 1.0]
+    toolkit = summarize([SequenceResult("z", pred, gt, cover=cover)])
+    geometric = summarize([SequenceResult("z", pred, gt, cover=cover)], iou_convention="geometric")
+    assert toolkit["ao"] == pytest.approx(2 / 3) and toolkit["ao_frames"] == 3
+    assert geometric["ao"] == 1.0 and geometric["ao_frames"] == 2
+    assert toolkit["iou_convention"] == "got10k" and geometric["iou_convention"] == "geometric"
+    # OTB: no bound, frames with a positive-size truth only, the same under both
+    for key in ("success_auc", "precision_20", "success_curve"):
+        assert toolkit[key] == geometric[key]
+    with pytest.raises(ValueError, match="iou_convention"):
+        summarize([SequenceResult("z", pred, gt)], iou_convention="GOT10K")
+
+
+def _toolkit_loop_iou(p, g, bound):
+    """One row of the toolkit's rect_iou, written from its formulas with plain floats."""
+    def bounded(b):
+        x, y = min(max(b[0], 0.0), bound[0]), min(max(b[1], 0.0), bound[1])
+        return x, y, min(max(b[2], 0.0), bound[0] - x), min(max(b[3], 0.0), bound[1] - y)
+    (px, py, pw, ph), (gx, gy, gw, gh) = bounded(p), bounded(g)
+    inter = max(0.0, min(px + pw, gx + gw) - max(px, gx)) * max(0.0, min(py + ph, gy + gh) - max(py, gy))
+    return min(max(inter / (pw * ph + gw * gh - inter + np.finfo(float).eps), 0.0), 1.0)
+
+
+def test_rect_iou_matches_a_loop_on_boxes_leaving_the_image():
+    rng = np.random.default_rng(7)
+    gt = np.column_stack([rng.uniform(-20, 120, (400, 2)), rng.uniform(0, 60, (400, 2))])
+    pred = np.column_stack([gt[:, :2] + rng.normal(0, 10, (400, 2)), gt[:, 2:] * rng.uniform(0.5, 1.5, (400, 2))])
+    bound = (100, 80)
+    expected = [_toolkit_loop_iou(p, g, bound) for p, g in zip(pred.tolist(), gt.tolist())]
+    assert np.allclose(rect_iou(pred, gt, bound), expected, rtol=0, atol=1e-12)
+    # somewhere the two conventions differ: boxes reaching out on the left or top
+    geometric = got10k_sequence_ious(pred, gt, bound=bound, iou_convention="geometric")
+    toolkit = got10k_sequence_ious(pred, gt, bound=bound)
+    assert toolkit.shape != geometric.shape or not np.allclose(toolkit, geometric)
 
 
 def test_ao_is_pooled_over_frames_not_sequences():

@@ -283,7 +283,7 @@ def test_detector_predicts_in_original_coordinates_and_draws(tmp_path, scenes_ro
     drawn = det.draw(pil, r)
     assert drawn.size == (96, 80) and np.asarray(drawn).tolist() != np.asarray(pil).tolist()
     assert det.plot(pil, r).axes
-    with pytest.raises(ValueError, match="float image tensors must hold values in \\[0, 1\\]"):
+    with pytest.raises(ValueError, match="Float images must hold values in \\[0, 1\\]"):
         det(torch.full((3, 8, 8), 2.0))
     with pytest.raises(TypeError, match="expected a path"):
         det(42)

@@ -39,29 +39,94 @@ class Detections:
         return len(self.scores)
 
 
+IMAGE_FORMS = ("a path, a PIL image, a uint8 array (H, W) or (H, W, 3) [or (3, H, W)], or a tensor (3, H, W) "
+               "[or (1, H, W)] of uint8 or of floats in [0, 1]")
+
+
+def _refuse(what: str, got: str, fix: str = "") -> ValueError:
+    return ValueError(f"{what}: expected {IMAGE_FORMS}; got {got}" + (f". {fix}" if fix else ""))
+
+
+def _channels_last(shape: tuple, prefer_channels_first: bool) -> bool | None:
+    """Where the channel axis of a 3-D image is: True for (H, W, C), False for (C, H, W), None when neither
+    end holds 1, 3 or 4 channels. When both could, the convention of the type decides (arrays HWC,
+    tensors CHW)."""
+    first, last = shape[0] in (1, 3, 4), shape[2] in (1, 3, 4)
+    if first and last:
+        return not prefer_channels_first
+    return True if last else (False if first else None)
+
+
+def _to_uint8_hwc(values: np.ndarray, shape_text: str, dtype_text: str, channels_first: bool) -> np.ndarray:
+    """A 2-D or 3-D array (HWC, or CHW when `channels_first`) of uint8 or floats in [0, 1] as uint8 (H, W, 3)."""
+    what = "image"
+    got = f"{dtype_text} and shape {shape_text}"
+    if values.ndim == 4:
+        raise _refuse(what, got, "That is a batch: pass a list of images (list(batch)) instead")
+    if values.ndim not in (2, 3):
+        raise _refuse(what, got)
+    if values.ndim == 3 and channels_first:
+        values = np.moveaxis(values, 0, -1)
+    if values.ndim == 3 and values.shape[2] not in (1, 3):
+        fix = ("4 channels (RGBA or CMYK) are not taken as is: drop the alpha channel (image[..., :3]) or convert "
+               "with PIL's image.convert('RGB')") if values.shape[2] == 4 else ""
+        raise _refuse(what, got, fix)
+    if values.shape[0] == 0 or values.shape[1] == 0:
+        raise _refuse(what, f"an empty image ({got})")
+    if values.dtype == np.uint8:
+        out = values
+    elif values.dtype.kind == "f":
+        if not np.isfinite(values).all():
+            raise _refuse(what, f"{got} holding NaN or infinite values")
+        lo, hi = float(values.min()), float(values.max())
+        if lo < 0 or hi > 1:
+            raise _refuse(what, f"{got} with values {lo:.3g}..{hi:.3g}",
+                          "Float images must hold values in [0, 1]; pass uint8 for 0..255")
+        out = np.round(values * 255).astype(np.uint8)
+    else:
+        raise _refuse(what, got, "Convert to uint8 (0..255) or to floats in [0, 1]")
+    if out.ndim == 2:
+        out = out[:, :, None]
+    if out.shape[2] == 1:
+        out = np.repeat(out, 3, axis=2)
+    return np.ascontiguousarray(out)
+
+
 def load_image(image: ImageInput) -> Image.Image:
-    """A path, PIL image, HWC uint8 array or CHW tensor (uint8, or float in [0, 1]) as a PIL RGB image."""
+    """An image in any documented form as a PIL RGB image: a path, a PIL image, a uint8 array (H, W) or
+    (H, W, 3) (a (3, H, W) array is transposed), or a tensor (3, H, W) or (1, H, W) of uint8 or of floats in
+    [0, 1] (an (H, W, 3) tensor is transposed). Anything else (4 channels, an empty image, a batch, another
+    dtype) is a ValueError naming the shape and dtype expected and given."""
     if isinstance(image, (str, os.PathLike)):
         from visionzoo.datasets.common import open_image_rgb
 
-        return open_image_rgb(Path(image))
+        path = Path(image)
+        if path.is_dir():
+            raise ValueError(f"{path} is a folder, not an image file: pass its files, e.g. "
+                             f"sorted(Path({str(path)!r}).glob('*.jpg'))")
+        pil = open_image_rgb(path)
+        if pil.width == 0 or pil.height == 0:
+            raise _refuse("image", f"an empty image ({path})")
+        return pil
     if isinstance(image, Image.Image):
+        if image.width == 0 or image.height == 0:
+            raise _refuse("image", f"an empty PIL image of size {image.size}")
         return image.convert("RGB")
     if isinstance(image, torch.Tensor):
         t = image.detach().cpu()
-        if t.ndim != 3 or t.shape[0] not in (1, 3):
-            raise ValueError(f"image tensor must be (C, H, W) with C = 1 or 3, got shape {tuple(t.shape)}")
-        if t.is_floating_point():
-            if t.numel() and (t.min() < 0 or t.max() > 1):
-                raise ValueError("float image tensors must hold values in [0, 1] (got "
-                                 f"{float(t.min()):.3g}..{float(t.max()):.3g}); pass uint8 for 0..255")
-            t = (t * 255).round().to(torch.uint8)
-        return Image.fromarray(t.expand(3, -1, -1).permute(1, 2, 0).numpy())
+        shape = tuple(t.shape)
+        dtype_text = str(t.dtype).replace("torch.", "")
+        if not (t.dtype == torch.uint8 or t.is_floating_point()):
+            raise _refuse("image", f"a tensor of dtype {dtype_text} and shape {shape}",
+                          "Convert to uint8 (0..255) or to floats in [0, 1]")
+        channels_first = t.ndim == 3 and not _channels_last(shape, prefer_channels_first=True)
+        values = t.numpy() if t.dtype in (torch.uint8, torch.float32, torch.float64) else t.float().numpy()
+        return Image.fromarray(_to_uint8_hwc(values, str(shape), f"a tensor of dtype {dtype_text}", channels_first))
     if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or image.ndim not in (2, 3):
-            raise ValueError(f"image arrays must be uint8 (H, W) or (H, W, 3), got {image.dtype} {image.shape}")
-        return Image.fromarray(image).convert("RGB")
-    raise TypeError(f"expected a path, PIL image, numpy array or tensor, got {type(image).__name__}")
+        channels_first = image.ndim == 3 and _channels_last(image.shape, prefer_channels_first=False) is False
+        return Image.fromarray(_to_uint8_hwc(image, str(image.shape), f"an array of dtype {image.dtype}",
+                                             channels_first))
+    raise TypeError(f"image: expected {IMAGE_FORMS}; got {type(image).__name__}")
 
 
 class Detector:
@@ -229,3 +294,130 @@ class Segmenter:
         pil = load_image(image)
         result = self.predict(pil) if result is None else result
         return overlay(pil, result.mask.astype(np.uint8), alpha=alpha)
+
+
+# -------------------------------------------------------------------------------------- classification
+@dataclass
+class Classification:
+    """One image's top-k classes, best first (ties keep the lower class index first, as argmax does)."""
+
+    labels: list[str]  # (k,) class names
+    indices: np.ndarray  # (k,) int64 class indices
+    scores: np.ndarray  # (k,) float32 softmax probabilities
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def label(self) -> str:
+        """The top-1 class name."""
+        return self.labels[0]
+
+    @property
+    def score(self) -> float:
+        """The top-1 probability."""
+        return float(self.scores[0])
+
+
+class Classifier:
+    """Wraps a classifier of the zoo for inference on ordinary images: top-k class names and probabilities.
+
+        clf = visionzoo.Classifier("resnet18", weights="shapes", top_k=3)
+        r = clf("photo.png")               # a path, PIL image, HWC uint8 array or CHW tensor; a list gives a list
+        r.labels, r.scores, r.label        # ['circle', 'star', 'square'], probabilities, 'circle'
+        clf.draw("photo.png", r)           # PIL image with the top-k captions
+
+    Preprocessing is the evaluation transform of the weights' model card (resize the shorter side to
+    input_size / crop_pct, centre crop input_size, scale to [0, 1], normalise by mean/std), so the
+    predictions equal `evaluate`'s; keyword arguments override the card."""
+
+    def __init__(self, model: str | nn.Module, weights: str | None = None, *, class_names: list[str] | None = None,
+                 top_k: int = 5, device: str | torch.device = "cpu", input_size: int | None = None,
+                 crop_pct: float | None = None, mean=None, std=None, interpolation: str | None = None,
+                 batch_size: int = 32):
+        from visionzoo.factory import create_model
+
+        if isinstance(model, str):
+            model = create_model(model, weights=weights)
+        elif weights is not None:
+            raise ValueError("weights= is only for a model name; load the weights into the module yourself")
+        cfg = getattr(model, "pretrained_cfg", {}) or {}
+        if cfg.get("task") not in (None, "classification"):
+            wrapper = {"detection": "Detector", "segmentation": "Segmenter", "tracking": "create_tracker"}.get(
+                cfg["task"], "create_model")
+            raise ValueError(f"{cfg.get('model')!r} is a {cfg['task']} model, not a classifier: use visionzoo.{wrapper}")
+        n = cfg.get("num_classes") or 0
+        self.class_names = list(class_names or cfg.get("class_names") or [f"class_{k}" for k in range(n)])
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.top_k, self.batch_size = top_k, batch_size
+        card_size = cfg.get("input_size") or [3, 224, 224]
+        self.input_size = int(input_size or card_size[-1])
+        self.crop_pct = float(crop_pct or cfg.get("crop_pct") or (0.875 if cfg.get("source") == "torchvision" else 1.0))
+        if not 0 < self.crop_pct <= 1:
+            raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
+        self.mean = list(mean or cfg.get("mean") or (0.485, 0.456, 0.406))
+        self.std = list(std or cfg.get("std") or (0.229, 0.224, 0.225))
+        self.interpolation = interpolation or cfg.get("interpolation") or "bilinear"
+        # grey models (digits) take one channel: the model's first convolution says how many it takes
+        first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        self.channels = int(first_conv.in_channels) if first_conv is not None else len(self.mean)
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            if self.channels != 1 or mean is not None or std is not None:
+                raise ValueError(f"mean {self.mean} and std {self.std} must have one value per input channel of "
+                                 f"the model ({self.channels})")
+            self.mean, self.std = [sum(self.mean) / len(self.mean)], [sum(self.std) / len(self.std)]
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+
+    def _transform(self):
+        from torchvision.transforms import v2
+
+        interp = {"nearest": v2.InterpolationMode.NEAREST, "bilinear": v2.InterpolationMode.BILINEAR,
+                  "bicubic": v2.InterpolationMode.BICUBIC}[self.interpolation]
+        return v2.Compose([v2.ToImage(), v2.Resize(int(round(self.input_size / self.crop_pct)), interpolation=interp,
+                                                   antialias=True),
+                           v2.CenterCrop(self.input_size), v2.ToDtype(torch.float32, scale=True),
+                           v2.Normalize(self.mean, self.std)])
+
+    @torch.no_grad()
+    def predict(self, images: ImageInput | list[ImageInput]) -> Classification | list[Classification]:
+        single = not isinstance(images, (list, tuple))
+        items = [images] if single else list(images)
+        transform = self._transform()
+        grey = self.channels == 1
+        k = min(self.top_k, len(self.class_names)) if self.class_names else self.top_k
+        results = []
+        for start in range(0, len(items), self.batch_size):
+            pils = [load_image(im) for im in items[start:start + self.batch_size]]
+            batch = torch.stack([transform(p.convert("L") if grey else p) for p in pils]).to(self.device)
+            logits = self.model(batch).float()
+            probs = torch.softmax(logits, 1)
+            order = torch.sort(probs, dim=1, descending=True, stable=True).indices[:, :k]
+            for row, idx in zip(probs, order):
+                idx = idx.cpu().numpy().astype(np.int64)
+                results.append(Classification(
+                    labels=[self.class_names[i] if i < len(self.class_names) else str(i) for i in idx],
+                    indices=idx, scores=row[idx].cpu().numpy().astype(np.float32)))
+        return results[0] if single else results
+
+    __call__ = predict
+
+    def draw(self, image: ImageInput, result: Classification | None = None, min_side: int = 256) -> Image.Image:
+        """`image` (enlarged to at least `min_side` px, so the caption is legible) with the top-k captions."""
+        from PIL import ImageDraw
+
+        pil = load_image(image)
+        result = self.predict(pil) if result is None else result
+        scale = max(1.0, min_side / max(1, min(pil.size)))
+        if scale > 1:
+            pil = pil.resize((round(pil.width * scale), round(pil.height * scale)), Image.NEAREST)
+        draw = ImageDraw.Draw(pil)
+        lines = [f"{name} {score:.2f}" for name, score in zip(result.labels, result.scores)]
+        height = 12 * len(lines) + 4
+        draw.rectangle([0, 0, pil.width, height], fill=(0, 0, 0))
+        for i, line in enumerate(lines):
+            draw.text((3, 2 + 12 * i), line, fill=(255, 255, 0) if i == 0 else (255, 255, 255))
+        return pil

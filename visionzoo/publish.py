@@ -55,6 +55,21 @@ def _training_seconds(run_dir: Path) -> float | None:
     return round(sum(seconds), 1) if seconds else None
 
 
+def _training_curve(run_dir: Path) -> list[dict]:
+    """Per epoch: cumulative training seconds and the validation figures, i.e. the time-to-accuracy curve."""
+    log = run_dir / "log.jsonl"
+    if not log.is_file():
+        return []
+    curve, total = [], 0.0
+    for line in log.read_text().splitlines():
+        record = json.loads(line) if line.strip() else {}
+        if record.get("type") == "epoch" and "seconds" in record:
+            total += record["seconds"]
+            val = {k: round(v, 5) for k, v in record.items() if k.startswith("val_") and isinstance(v, float)}
+            curve.append({"epoch": record.get("epoch"), "seconds": round(total, 1), **val})
+    return curve
+
+
 def _initial_weights(cfg) -> tuple[dict | None, list[str]]:
     """Where a fine-tune started (model.weights): the file, its hash and its own card's training record, plus
     that card's reproduce commands, which go ahead of this run's so the card tells the whole history."""
@@ -109,7 +124,7 @@ def publish(run_dir: Path, tag: str, out_dir: Path, dtype: str = "float16") -> P
         "size_bytes": weights_file.stat().st_size,
         "trained": {"epochs": cfg.train.epochs, "seconds": _training_seconds(run_dir), "git": run_info.get("git"),
                     "versions": run_info.get("versions"), "device": run_info.get("device"),
-                    "initial_weights": initial_weights},
+                    "initial_weights": initial_weights, "curve": _training_curve(run_dir)},
         "command": run_info.get("command"),
         "reproduce": earlier_commands + _data_commands(cfg) + [
             f"python train.py {run_info.get('config_file') or '<config>'} --run-dir {run_dir}",
@@ -119,6 +134,7 @@ def publish(run_dir: Path, tag: str, out_dir: Path, dtype: str = "float16") -> P
         ],
         "config": to_dict(cfg),
     }
+    card.update({k: v for k, v in cfg.card.items() if k not in card})  # data set, split, anchor, licence
     card.update({k: v for k, v in meta.items() if k not in card})  # task-specific metadata (detectors' sizes)
     weights_file.with_suffix(".json").write_text(json.dumps(card, indent=2))
     return weights_file
@@ -130,13 +146,20 @@ def main(argv=None) -> int:
     p.add_argument("--tag", required=True, help="weights tag, e.g. shapes -> <model>.shapes.safetensors")
     p.add_argument("--out", type=Path, default=Path("weights"))
     p.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float16")
+    p.add_argument("--push-to-hub", metavar="ORG/NAME",
+                   help="also upload the file and its card to this Hugging Face Hub repository (needs the "
+                        "'hub' extra and a token); users then load it as weights='hf-hub:ORG/NAME'")
     args = p.parse_args(argv)
     try:
         path = publish(args.run_dir, args.tag, args.out, args.dtype)
+        print(f"wrote {path} and {path.with_suffix('.json')}")
+        if args.push_to_hub:
+            from visionzoo.hub import push_to_hub
+
+            print(f"pushed to {push_to_hub(path, args.push_to_hub)}")
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"wrote {path} and {path.with_suffix('.json')}")
     return 0
 
 

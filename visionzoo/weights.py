@@ -1,12 +1,17 @@
 """Finding, verifying, reading and applying weight files. Never unpickles.
 
 Lookup order for `create_model(name, weights=W)`:
-  1. W is an existing file path (.safetensors, or .pt/.pth read with torch.load(weights_only=True));
+  1. W is an existing file path (.safetensors, or .pt/.pth read with torch.load(weights_only=True)),
+     checked against the sha256 in the model card beside it (<stem>.json), when there is one;
   2. the repository's `weights/` folder:             weights/<model>.<W>.safetensors (or W as a file name);
   3. the user cache `$VISIONZOO_HOME/weights/` (default ~/.cache/visionzoo/weights), same names;
   4. W = "torchvision:<TAG>" for torchvision-compatible models: torchvision's official file in
-     `$TORCH_HOME/hub/checkpoints/` (torch.hub.get_dir()), verified against the sha256 prefix in its name.
-Nothing is ever downloaded: a missing file is an error naming the file, every place searched and the URL.
+     `$TORCH_HOME/hub/checkpoints/` (torch.hub.get_dir()), verified against the sha256 prefix in its name;
+  5. W = "https://.../<file>[#sha256=HEX]": the file in the user cache under its own name;
+  6. W = "hf-hub:ORG/NAME[@REV]": a Hugging Face Hub repository's model.safetensors and config.json.
+Files missing for 4-6 are downloaded on first use and verified (see `visionzoo.hub`), unless
+VISIONZOO_OFFLINE=1 (or HF_HUB_OFFLINE=1): then a missing file is an error naming the file, every place
+searched and the URL.
 """
 from __future__ import annotations
 
@@ -45,10 +50,11 @@ class ResolvedWeights:
     """A weight file on disk and what is known about it (its model card, if any)."""
 
     path: Path
-    source: str  # "path", "repo", "cache" or "torchvision"
+    source: str  # "path", "repo", "cache", "torchvision", "url" or "hf-hub"
     tag: str | None = None
     card: dict = field(default_factory=dict)
     expected_sha256: str | None = None  # full hex digest or prefix
+    verified: bool = False  # True when the sha256 was already checked (by the download that just wrote it)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -91,18 +97,21 @@ def _torchvision_weight_enum(model_name: str, tv_name: str | None, tag: str):
 def resolve_weights(model_name: str, weights: str | os.PathLike, tv_name: str | None = None) -> ResolvedWeights:
     """Find a weight file for `model_name` following the documented lookup order."""
     spec = os.fspath(weights)
+    from visionzoo import hub  # hub builds on this module
+
+    if hub.is_url(spec):
+        return hub.fetch_url(spec, model_name=model_name)
+    if spec.startswith(hub.HF_HUB_PREFIX):
+        return hub.resolve_hf_hub(model_name, spec)
     if spec.startswith(TORCHVISION_PREFIX):
         tag = spec[len(TORCHVISION_PREFIX):]
         w = _torchvision_weight_enum(model_name, tv_name, tag)
         filename = w.url.rsplit("/", 1)[-1]
         path = torch_hub_checkpoints_dir() / filename
-        if not path.is_file():
-            raise WeightsError(
-                f"official torchvision weights {tv_name}:{w.name} not found.\n"
-                f"  missing file: {filename}\n  searched: {path}\n"
-                f"  download it from {w.url} and put it in {path.parent} (or set TORCH_HOME)."
-            )
         match = re.search(r"-([a-f0-9]{6,})\.", filename)
+        downloaded = not path.is_file()
+        if downloaded:
+            hub.fetch_torchvision(path, w.url, match.group(1) if match else None, f"{tv_name}:{w.name}")
         meta = dict(w.meta)
         card = {
             "model": model_name,
@@ -120,13 +129,15 @@ def resolve_weights(model_name: str, weights: str | os.PathLike, tv_name: str | 
                 card[key] = list(getattr(transforms, key))
         if hasattr(transforms, "crop_size"):
             card["input_size"] = [3, *([transforms.crop_size[0]] * 2)]
-        return ResolvedWeights(path, "torchvision", spec, card, match.group(1) if match else None)
+        return ResolvedWeights(path, "torchvision", spec, card, match.group(1) if match else None,
+                               verified=downloaded and match is not None)
 
     searched: list[str] = []
     direct = Path(spec).expanduser()
     searched.append(str(direct))
     if direct.is_file():
-        return ResolvedWeights(direct, "path", None, read_card(direct) or _checkpoint_card(direct))
+        card = read_card(direct)
+        return ResolvedWeights(direct, "path", None, card or _checkpoint_card(direct), card.get("sha256"))
 
     looks_like_path = os.sep in spec or spec.endswith(WEIGHT_SUFFIXES)
     candidates = [spec] if spec.endswith(WEIGHT_SUFFIXES) else [f"{model_name}.{spec}.safetensors", spec]
@@ -146,14 +157,15 @@ def resolve_weights(model_name: str, weights: str | os.PathLike, tv_name: str | 
     raise WeightsError(
         f"weights {spec!r} for model {model_name!r} not found. Searched, in order:\n    {tried}\n"
         f"  Pass a file path, put <model>.<tag>.safetensors in {REPO_WEIGHTS_DIR} or {user_cache_dir()} "
-        f"(set VISIONZOO_HOME to move the cache), or use 'torchvision:<TAG>' for torchvision's official files."
+        f"(set VISIONZOO_HOME to move the cache), or use 'torchvision:<TAG>' for torchvision's official files, "
+        f"an https:// URL or 'hf-hub:ORG/NAME' (downloaded on first use)."
         + (f" Available: {', '.join(available_weights(model_name))}" if available_weights(model_name) else "")
     )
 
 
 def verify_sha256(resolved: ResolvedWeights) -> None:
     expected = resolved.expected_sha256
-    if not expected:
+    if not expected or resolved.verified:
         return
     actual = sha256_file(resolved.path)
     if not actual.startswith(expected.lower()):

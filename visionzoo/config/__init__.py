@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
+import sys
 import types
 import typing
 from pathlib import Path
@@ -28,9 +30,21 @@ class ConfigError(ValueError):
     """A config file or override is malformed; the message names the file, key and value."""
 
 
+# Most nodes a config may hold once its aliases are expanded. Aliases let a small file describe an exponentially
+# large tree ("billion laughs"); every later step (merging, validation, saving config.yaml) expands it.
+MAX_YAML_NODES = 1_000_000
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key repeated in one mapping: PyYAML would silently keep the last one,
-    so a second `data:` section would quietly drop the first."""
+    """SafeLoader that refuses a key repeated in one mapping (PyYAML would silently keep the last one, so a
+    second `data:` section would quietly drop the first) and documents whose aliases expand to more than
+    MAX_YAML_NODES nodes."""
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            _check_expanded_size(node)
+        return node
 
     def construct_mapping(self, node, deep=False):
         seen: dict = {}
@@ -42,6 +56,44 @@ class _StrictLoader(yaml.SafeLoader):
                     key_node.start_mark)
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
+
+
+def _check_expanded_size(root) -> None:
+    """Count the nodes of the document with every alias expanded (each distinct node once, memoised), and
+    refuse a recursive alias or a total above MAX_YAML_NODES before anything is constructed."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise yaml.constructor.ConstructorError(None, None, "an alias refers to a node that contains it "
+                                                    "(recursive structure)", node.start_mark)
+        active.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in node.value)
+        active.discard(key)
+        sizes[key] = min(total, MAX_YAML_NODES + 1)  # capped: the sum of huge counts stays a small integer
+        return sizes[key]
+
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 10_000))
+    try:
+        n = size(root)
+    except RecursionError:
+        raise yaml.constructor.ConstructorError(None, None, "the document nests too deeply",
+                                                root.start_mark) from None
+    finally:
+        sys.setrecursionlimit(limit)
+    if n > MAX_YAML_NODES:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"aliases expand the document to more than {MAX_YAML_NODES:,} nodes (a config is far "
+            "smaller; refused rather than exhausting memory)", root.start_mark)
 
 
 def _read_yaml(path: Path) -> dict:
@@ -91,7 +143,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. train.epochs=5")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = yaml.load(raw, Loader=_StrictLoader) if raw != "" else ""
         except yaml.YAMLError as e:
             raise ConfigError(f"override {item!r}: value is not valid YAML: {e}") from e
         node = data
@@ -218,6 +270,7 @@ def validate(data: dict, where: str = "config") -> ExperimentConfig:
     cfg.eval = from_dict(task.eval_config, cfg.eval or {}, where, prefix="eval.")
     cfg.data.augment = from_dict(task.augment_config, cfg.data.augment or {}, where, prefix="data.augment.")
     _check_values(cfg, where)
+    _check_model_kwargs(cfg, where)
     return cfg
 
 
@@ -247,6 +300,41 @@ def _check_values(cfg: ExperimentConfig, where: str) -> None:
     need(cfg.train.grad_clip is None or cfg.train.grad_clip > 0, "train.grad_clip", cfg.train.grad_clip,
          "null or a positive number")
     need(0 < cfg.train.ema.decay < 1, "train.ema.decay", cfg.train.ema.decay, "a number in (0, 1)")
+    # `x >= 0` is False for NaN, so these comparisons refuse NaN too
+    for name, opt in {"optim": cfg.optim, **{f"optimizers.{k}": v for k, v in cfg.optimizers.items()}}.items():
+        need(math.isfinite(opt.lr), f"{name}.lr", opt.lr, "a finite positive number")
+        need(0 <= opt.momentum <= 1, f"{name}.momentum", opt.momentum, "a number in [0, 1]")
+        need(all(0 <= b < 1 for b in opt.betas), f"{name}.betas", opt.betas, "two numbers in [0, 1)")
+        need(0 <= opt.weight_decay < math.inf, f"{name}.weight_decay", opt.weight_decay, "a finite number >= 0")
+        need(0 < opt.eps < math.inf, f"{name}.eps", opt.eps, "a finite positive number")
+    need(0 <= cfg.schedule.warmup_epochs < math.inf, "schedule.warmup_epochs", cfg.schedule.warmup_epochs,
+         "a finite number >= 0")
+    need(0 < cfg.schedule.warmup_factor <= 1, "schedule.warmup_factor", cfg.schedule.warmup_factor,
+         "a number in (0, 1]")
+    need(0 <= cfg.train.seed < 2**63, "train.seed", cfg.train.seed, "an integer in [0, 2**63)")
+    smoothing = getattr(cfg.loss, "label_smoothing", None)
+    if smoothing is not None:
+        need(0 <= smoothing < 1, "loss.label_smoothing", smoothing, "a number in [0, 1)")
+    need(cfg.data.max_image_pixels >= 1, "data.max_image_pixels", cfg.data.max_image_pixels, "an integer >= 1")
+    need(cfg.data.prefetch_factor >= 1, "data.prefetch_factor", cfg.data.prefetch_factor, "an integer >= 1")
+
+
+def _check_model_kwargs(cfg: ExperimentConfig, where: str) -> None:
+    """model.kwargs must be keywords of the model's builder (a typo would otherwise surface as a TypeError
+    from deep inside model construction, after the data was loaded)."""
+    if not cfg.model.kwargs:
+        return
+    from visionzoo.factory import _check_kwargs
+    from visionzoo.registry import get_entry
+
+    try:
+        entry = get_entry(cfg.model.name)
+    except (KeyError, ValueError) as e:
+        raise ConfigError(f"{where}: 'model.name' = {cfg.model.name!r}: {e}") from None
+    try:
+        _check_kwargs(cfg.model.name, entry.builder, {k: v for k, v in cfg.model.kwargs.items() if k != "stn"})
+    except TypeError as e:
+        raise ConfigError(f"{where}: 'model.kwargs': {e}") from None
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:

@@ -12,6 +12,12 @@ IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
+def _default_num_workers() -> int:
+    from visionzoo.engine.backends import default_num_workers
+
+    return default_num_workers()
+
+
 @dataclass
 class ModelConfig:
     name: str = ""
@@ -34,10 +40,11 @@ class DataConfig:
     crop_pct: float = 0.875  # evaluation: resize to input_size / crop_pct, then centre-crop
     batch_size: int = 64
     eval_batch_size: Optional[int] = None
-    num_workers: int = 2
+    num_workers: int = field(default_factory=lambda: _default_num_workers())  # cores per GPU - 1 (1..8); 2 on CPU
     prefetch_factor: int = 2
     on_corrupt: Literal["error", "skip"] = "error"
     max_image_pixels: int = 64_000_000
+    download: bool = False  # fetch missing official files (mnist, fashion_mnist, cifar10) when online
     params: dict = field(default_factory=dict)  # extra keyword arguments for the dataset builder
     augment: Any = field(default_factory=dict)  # typed by the task
 
@@ -81,7 +88,8 @@ class TrainConfig:
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool = False
     compile: bool = False
-    cudnn_benchmark: bool = True
+    cudnn_benchmark: Optional[bool] = None  # null: on, except for detection/segmentation (inputs vary in size)
+    tf32: bool = True  # float32 matmuls/convolutions on TF32 tensor cores (Ampere+); false = IEEE float32
     grad_clip: Optional[float] = None  # max global L2 norm
     accumulate: int = 1  # gradient accumulation steps
     ema: EmaConfig = field(default_factory=EmaConfig)
@@ -114,3 +122,6 @@ class ExperimentConfig:
     loss: Any = field(default_factory=dict)  # typed by the task
     eval: Any = field(default_factory=dict)  # typed by the task
     output: OutputConfig = field(default_factory=OutputConfig)
+    # What a published model card says about the recipe beyond the config: data set and split, the paper's
+    # figure it is measured against (anchor), licence of the data, caveats. Copied into the card by publish.
+    card: dict = field(default_factory=dict)

@@ -119,6 +119,11 @@ def load_coco_json(ann_file: Union[str, os.PathLike]) -> dict:
         if anns and (values.dtype.kind not in "iuf" or values.dtype == np.bool_):
             for i, ann in enumerate(anns):
                 check_annotation(i, ann)
+        if anns and not np.isfinite(values).all():  # JSON allows NaN and Infinity; boxes must not hold them
+            i = int(np.flatnonzero(~np.isfinite(values.reshape(len(anns), -1)).all(axis=1))[0])
+            bad = "NaN" if np.isnan(np.asarray(anns[i].get(key, 0), dtype=np.float64)).any() else "infinity"
+            raise ValueError(f"{ann_file}: annotations[{i}] (id {anns[i].get('id')}) key {key!r} holds {bad}: "
+                             f"{anns[i].get(key)!r}")
     for ann in anns:
         if "area" not in ann:
             ann["area"] = float(ann["bbox"][2]) * float(ann["bbox"][3])

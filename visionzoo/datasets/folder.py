@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -16,6 +17,25 @@ ON_CORRUPT = ("error", "skip")
 
 def _visible(name: str) -> bool:
     return not name.startswith(".")
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(os.path.join(root, ""))
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device file"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _dir_key(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
 
 
 class ImageFolderDataset(torch.utils.data.Dataset):
@@ -33,6 +53,11 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             sub-folder names.
         extensions: file suffixes (case-insensitive) read as images; other files, and hidden files and
             folders, are ignored.
+        allow_external_links: follow symbolic links that lead outside ``root`` (refused by default, with an
+            error naming the link, so that a stray link cannot pull in unrelated files). Links inside ``root``
+            are followed; a folder reached twice in one class (a link loop such as ``circle/up -> ..``, or
+            two links to one folder) is read once, and a link back to ``root`` is not followed. Files named
+            like images that are not regular files (FIFOs, devices, sockets) are refused, never opened.
 
     Attributes: ``root`` (Path), ``classes``, ``class_to_idx``, ``samples`` (list of (path str, label)),
     ``targets`` (labels). Files are sorted, so the order is deterministic.
@@ -46,6 +71,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         classes: Sequence[str] | None = None,
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
+        allow_external_links: bool = False,
     ):
         if on_corrupt not in ON_CORRUPT:
             raise ValueError(f"on_corrupt must be one of {', '.join(map(repr, ON_CORRUPT))}, got {on_corrupt!r}")
@@ -60,6 +86,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         self.transform = transform
         self.on_corrupt = on_corrupt
         self.max_image_pixels = int(max_image_pixels)
+        self.allow_external_links = bool(allow_external_links)
 
         if not self.root.exists():
             raise FileNotFoundError(f"image folder not found: {self.root}")
@@ -93,12 +120,62 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         self.targets = [label for _, label in self.samples]
 
     def _scan(self, folder: Path) -> list[str]:
-        """Image files under ``folder`` (recursively, following links), hidden entries skipped, sorted."""
-        found = []
-        for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if _visible(d))
-            found.extend(os.path.join(dirpath, f) for f in filenames
-                         if _visible(f) and os.path.splitext(f)[1].lower() in self.extensions)
+        """Image files under ``folder`` (recursively, following links inside the root), hidden entries
+        skipped, sorted. Each folder is read once (link loops end), links out of the root and special files
+        named like images are refused."""
+        root = os.path.realpath(self.root)
+        visited = {_dir_key(root)}  # a link back to the root would relabel every class as this one
+        found: list[str] = []
+
+        def check_link(path: str) -> None:
+            target = os.path.realpath(path)
+            if not self.allow_external_links and not _inside(target, root):
+                raise ValueError(f"{path}: symbolic link to {target}, outside the dataset folder {self.root}; "
+                                 "set data.params.allow_external_links: true (allow_external_links=True) to "
+                                 "follow links that leave it")
+
+        def walk(d: str) -> None:
+            key = _dir_key(d)
+            if key in visited:
+                return
+            visited.add(key)
+            with os.scandir(d) as it:
+                entries = sorted(it, key=lambda e: e.name)
+            for e in entries:
+                if not _visible(e.name):
+                    continue
+                wanted = os.path.splitext(e.name)[1].lower() in self.extensions
+                if e.is_symlink():
+                    check_link(e.path)
+                    try:
+                        mode = os.stat(e.path).st_mode
+                    except FileNotFoundError:  # a dangling link: reported when the sample is read
+                        if wanted:
+                            found.append(e.path)
+                        continue
+                    except OSError as err:
+                        raise ValueError(f"{e.path}: unreadable symbolic link ({err.strerror})") from None
+                elif e.is_dir(follow_symlinks=False):
+                    walk(e.path)
+                    continue
+                elif not wanted:
+                    continue
+                elif e.is_file(follow_symlinks=False):  # from the directory listing: no stat per image
+                    found.append(e.path)
+                    continue
+                else:
+                    mode = e.stat(follow_symlinks=False).st_mode
+                if stat.S_ISDIR(mode):
+                    walk(e.path)
+                elif wanted:
+                    if not stat.S_ISREG(mode):
+                        raise ValueError(f"{e.path}: {_file_kind(mode)}, not an image file; refused (remove it "
+                                         "or rename it)")
+                    found.append(e.path)
+
+        if os.path.islink(folder):
+            check_link(str(folder))
+        walk(str(folder))
         return sorted(found)
 
     def __len__(self) -> int:

@@ -15,7 +15,12 @@ Every box comes back as float64 ``(x, y, w, h)`` in 0-based pixel coordinates (t
 first pixel is 0), one row per frame; frames without a box (LaSOT's 0,0,0,0 for absent frames, NaN rows,
 frames past a 1-line GOT-10k test ground truth) are NaN rows. Malformed files raise ValueError (missing
 files FileNotFoundError) naming the file and, for a bad line, its 1-based number and text, because a
-silently shifted or truncated annotation corrupts every number computed on it.
+silently shifted or truncated annotation corrupts every number computed on it. A box on a visible frame must be
+finite and within :data:`MAX_BOX_COORD` pixels (1e308 would turn every overlap into inf or NaN).
+
+Hostile folders: symbolic links that leave the sequence folder (the dataset root, for :class:`SequenceDataset`'s
+sequence folders) are refused unless ``allow_external_links=True``; a link back to a folder being scanned is
+not followed; files named like frames that are not regular files (FIFOs, devices) are refused, never opened.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ import configparser
 import math
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
@@ -52,6 +58,8 @@ OTB_FRAME_RANGES: dict[str, tuple[int, int]] = {
 }
 
 _GOT_FRAME = re.compile(r"^(\d{8})\.jpg$")
+# Largest |coordinate| or size accepted in a box, in pixels: far above any real frame, far below overflow.
+MAX_BOX_COORD = 1e7
 _SEPARATORS = re.compile(r"\s*,\s*|\s+")
 _TARGET_SUFFIX = re.compile(r"^(.+)\.(\d+)$")
 _OTB_TARGET_FILE = re.compile(r"^groundtruth_rect\.(\d+)\.txt$")
@@ -125,6 +133,8 @@ def _parse_boxes(path: Path, text: str) -> np.ndarray:
             raise ValueError(f"{path}, line {k}: infinite value in {line!r}")
         if not nans and (vals[2] < 0 or vals[3] < 0):
             raise ValueError(f"{path}, line {k}: negative width or height in {line!r}")
+        if not nans and max(abs(v) for v in vals) > MAX_BOX_COORD:
+            raise ValueError(f"{path}, line {k}: value beyond {MAX_BOX_COORD:g} pixels in {line!r}")
         rows.append(vals)
     if not rows:
         raise ValueError(f"{path}: ground-truth file is empty")
@@ -173,12 +183,54 @@ def _natural_key(name: str):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
-def _image_files(folder: Path) -> list[Path]:
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(os.path.join(root, ""))
+
+
+def _check_link(path: str, root: str, allow_external_links: bool) -> None:
+    target = os.path.realpath(path)
+    if not allow_external_links and not _inside(target, root):
+        raise ValueError(f"{path}: symbolic link to {target}, outside {root}; pass allow_external_links=True to "
+                         "follow links that leave the dataset")
+
+
+def _frame_files(folder: Path, wanted, root: Path, allow_external_links: bool) -> list[Path]:
+    """Files of ``folder`` whose names ``wanted`` accepts (hidden ones skipped). Links leaving ``root`` and
+    special files (FIFOs, devices: opening one could block forever) are refused with the file's name."""
+    root_real = os.path.realpath(root)
+    out = []
+    with os.scandir(folder) as it:
+        for e in it:
+            if e.name.startswith(".") or not wanted(e.name):
+                continue
+            if e.is_symlink():
+                _check_link(e.path, root_real, allow_external_links)
+            elif e.is_file(follow_symlinks=False):  # d_type from the listing: no stat per frame
+                out.append(Path(e.path))
+                continue
+            try:
+                mode = os.stat(e.path).st_mode
+            except FileNotFoundError:  # a dangling link: reported when the frame is read
+                out.append(Path(e.path))
+                continue
+            if stat.S_ISDIR(mode):
+                continue
+            if not stat.S_ISREG(mode):
+                kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device or special file"
+                raise ValueError(f"{e.path}: {kind} named like a frame; refused (remove or rename it)")
+            out.append(Path(e.path))
+    return out
+
+
+def _image_files(folder: Path, allow_external_links: bool = False, root: Path | None = None) -> list[Path]:
     """Image files of ``folder`` in frame order (numeric stems numerically, hidden files skipped)."""
     if not folder.is_dir():
         raise FileNotFoundError(f"frame folder not found: {folder}")
-    files = [p for p in folder.iterdir()
-             if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()]
+    root = folder.parent if root is None else root
+    if folder.is_symlink():
+        _check_link(str(folder), os.path.realpath(root), allow_external_links)
+    files = _frame_files(folder, lambda n: os.path.splitext(n)[1].lower() in IMAGE_SUFFIXES, root,
+                         allow_external_links)
     return sorted(files, key=lambda p: _natural_key(p.name))
 
 
@@ -218,11 +270,21 @@ def _read_ini(path: Path) -> dict:
     return out
 
 
-def read_got10k_sequence(seq_dir: PathLike) -> Sequence:
+def _nan_on_visible(path: Path, boxes: np.ndarray, absent: np.ndarray, given: int) -> None:
+    """A NaN row that the file gives for a frame whose labels say visible is an error (a hole in the data)."""
+    bad = np.flatnonzero(np.isnan(boxes[:given]).any(axis=1) & ~absent[:given])
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"{path}, line {i + 1}: NaN box in a frame whose labels say the target is visible "
+                         f"({bad.size} such line(s)); mark the frame absent in absence.label")
+
+
+def read_got10k_sequence(seq_dir: PathLike, *, allow_external_links: bool = False) -> Sequence:
     """A GOT-10k sequence folder. A 1-line ``groundtruth.txt`` (the test split) gives the first box only:
-    the other rows are NaN. Label files and meta_info.ini may be missing (absent all False, cover None)."""
+    the other rows are NaN. Label files and meta_info.ini may be missing (absent all False, cover None).
+    A NaN box on a frame that absence.label says is visible is an error."""
     d = _seq_dir(seq_dir)
-    frames = sorted(p for p in d.iterdir() if _GOT_FRAME.match(p.name))
+    frames = sorted(_frame_files(d, _GOT_FRAME.match, d, allow_external_links))
     if not frames:
         raise ValueError(f"{d}: no frames (expected 00000001.jpg, 00000002.jpg, ...)")
     _check_consecutive(frames, d)
@@ -255,6 +317,8 @@ def read_got10k_sequence(seq_dir: PathLike) -> Sequence:
     if p.is_file():
         meta.update({k: v for k, v in _read_ini(p).items() if k not in meta})
         meta["meta_info_file"] = str(p)
+    if "absence_file" in meta:
+        _nan_on_visible(gt_path, boxes, absent, gt_lines)
     boxes = _zero_size_to_nan(gt_path, boxes, absent)
     return Sequence(d.name, frames, boxes, absent, cover, meta)
 
@@ -323,6 +387,7 @@ def read_otb_sequence(
     end_frame: int | None = None,
     *,
     target: int | None = None,
+    allow_external_links: bool = False,
 ) -> Sequence:
     """An OTB sequence folder (``img/`` + ``groundtruth_rect.txt``), boxes converted to 0-based pixels.
 
@@ -333,7 +398,7 @@ def read_otb_sequence(
     """
     d, gt_path, target, name = _resolve_otb_target(Path(seq_dir), target)
     img_dir = d / "img"
-    files = _image_files(img_dir)
+    files = _image_files(img_dir, allow_external_links, d)
     if not files:
         raise ValueError(f"{img_dir}: no frames (expected img/0001.jpg, ...)")
     boxes = _parse_boxes(gt_path, _read_text(gt_path, "ground-truth"))
@@ -378,13 +443,13 @@ def read_otb_sequence(
 
 
 # ---------------------------------------------------------------------------------------------- LaSOT
-def read_lasot_sequence(seq_dir: PathLike) -> Sequence:
+def read_lasot_sequence(seq_dir: PathLike, *, allow_external_links: bool = False) -> Sequence:
     """A LaSOT sequence folder (``img/``, ``groundtruth.txt``, ``full_occlusion.txt``, ``out_of_view.txt``).
     Absent = fully occluded or out of view; LaSOT's 0,0,0,0 boxes for those frames become NaN rows.
     Missing label files count as all-visible (recorded in ``meta["missing_labels"]``)."""
     d = _seq_dir(seq_dir)
     img_dir = d / "img"
-    files = _image_files(img_dir)
+    files = _image_files(img_dir, allow_external_links, d)
     if not files:
         raise ValueError(f"{img_dir}: no frames (expected img/00000001.jpg, ...)")
     _check_consecutive(files, img_dir)
@@ -434,7 +499,7 @@ def detect_layout(seq_dir: PathLike) -> str | None:
     return None
 
 
-def read_sequence(seq_dir: PathLike, layout: str = "auto") -> Sequence:
+def read_sequence(seq_dir: PathLike, layout: str = "auto", *, allow_external_links: bool = False) -> Sequence:
     """Read a sequence folder in ``layout`` ('got10k', 'otb', 'lasot'), or detect it ('auto'):
     img/ + groundtruth_rect*.txt is OTB, img/ + full_occlusion.txt (or groundtruth.txt) LaSOT, 8-digit
     jpgs + groundtruth.txt GOT-10k."""
@@ -450,13 +515,25 @@ def read_sequence(seq_dir: PathLike, layout: str = "auto") -> Sequence:
     readers = {"got10k": read_got10k_sequence, "otb": read_otb_sequence, "lasot": read_lasot_sequence}
     if layout not in readers:
         raise ValueError(f"unknown sequence layout {layout!r}; expected 'auto' or one of {', '.join(LAYOUTS)}")
-    return readers[layout](seq_dir)
+    return readers[layout](seq_dir, allow_external_links=allow_external_links)
 
 
 # -------------------------------------------------------------------------------------------- dataset
-def _subfolders(d: Path) -> list[Path]:
-    return sorted((p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                  key=lambda p: _natural_key(p.name))
+def _subfolders(d: Path, root: Path | None = None, allow_external_links: bool = True) -> list[Path]:
+    """Visible sub-folders of ``d``; with ``root``: links leaving it are refused (unless allowed) and links
+    back to ``d`` or one of its parents (loops) are not followed."""
+    out = []
+    real_d = os.path.realpath(d)
+    for p in d.iterdir():
+        if p.name.startswith(".") or not p.is_dir():
+            continue
+        if root is not None and p.is_symlink():
+            target = os.path.realpath(p)
+            _check_link(str(p), os.path.realpath(root), allow_external_links)
+            if _inside(real_d, target):  # points at d or above it
+                continue
+        out.append(p)
+    return sorted(out, key=lambda p: _natural_key(p.name))
 
 
 class SequenceDataset(torch.utils.data.Dataset):
@@ -469,12 +546,13 @@ class SequenceDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, root: PathLike, split: str | None = None, layout: str = "auto",
-                 names: list[str] | None = None):
+                 names: list[str] | None = None, allow_external_links: bool = False):
         if layout != "auto" and layout not in LAYOUTS:
             raise ValueError(f"unknown sequence layout {layout!r}; expected 'auto' or one of {', '.join(LAYOUTS)}")
         self.root = Path(root)
         self.split = split
         self.layout = layout
+        self.allow_external_links = bool(allow_external_links)
         base = self.root / split if split is not None else self.root
         if not base.is_dir():
             raise FileNotFoundError(f"sequence folder not found: {base}")
@@ -487,7 +565,8 @@ class SequenceDataset(torch.utils.data.Dataset):
                 raise ValueError(f"{base}: no sequence(s) named {', '.join(map(repr, missing[:5]))}"
                                  + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""))
             entries = [(n, by_name[n]) for n in names]
-        self.sequences: list[Sequence] = [read_sequence(path, layout) for _, path in entries]
+        self.sequences: list[Sequence] = [read_sequence(path, layout, allow_external_links=allow_external_links)
+                                          for _, path in entries]
 
     def _listed(self, base: Path) -> list[tuple[str, Path]]:
         list_file = base / "list.txt"
@@ -501,12 +580,18 @@ class SequenceDataset(torch.utils.data.Dataset):
 
     def _scanned(self, base: Path) -> list[tuple[str, Path]]:
         out = []
-        for d in _subfolders(base):
+        seen: set[str] = set()  # real paths: two links to one sequence give it once
+        for d in _subfolders(base, self.root, self.allow_external_links):
             found = detect_layout(d)
             if found is not None:
-                out.extend(self._expand(d, found if self.layout == "auto" else self.layout))
+                if os.path.realpath(d) not in seen:
+                    seen.add(os.path.realpath(d))
+                    out.extend(self._expand(d, found if self.layout == "auto" else self.layout))
                 continue
-            for sub in _subfolders(d):  # LaSOT <class>/<class>-<n>/
+            for sub in _subfolders(d, self.root, self.allow_external_links):  # LaSOT <class>/<class>-<n>/
+                if os.path.realpath(sub) in seen:
+                    continue
+                seen.add(os.path.realpath(sub))
                 found = detect_layout(sub)
                 if found is not None:
                     out.extend(self._expand(sub, found if self.layout == "auto" else self.layout))

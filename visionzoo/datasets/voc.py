@@ -33,7 +33,40 @@ VOC_CLASSES = (
 )
 VOC_SPLITS = ("trainval", "train", "val", "test")
 ON_CORRUPT = ("error", "skip")
+CLASSES_FILE = "classes.txt"
+BACKGROUND_NAMES = ("background", "__background__")
 _FORBIDDEN = (b"<!doctype", b"<!entity")
+
+
+def check_detection_classes(classes, source: str = "data.params.classes") -> list[str]:
+    """Detection class names (labels 1..K, the background left out) as a checked list of strings."""
+    if isinstance(classes, str) or not isinstance(classes, Sequence):
+        raise ValueError(f"{source}: expected a list of class names, got {classes!r}")
+    names = [str(c).strip() for c in classes]
+    if not names or not all(names):
+        raise ValueError(f"{source}: class names must be non-empty, got {list(classes)}")
+    dupes = sorted({c for c in names if names.count(c) > 1})
+    if dupes:
+        raise ValueError(f"{source}: class name(s) {', '.join(map(repr, dupes))} listed more than once")
+    if names[0] in BACKGROUND_NAMES:
+        raise ValueError(f"{source}: leave the background out of detection classes (labels 1..K are the names given; "
+                         f"got {names[0]!r} first)")
+    return names
+
+
+def read_detection_classes(path: Union[str, os.PathLike]) -> list[str]:
+    """Detection class names from a text file, one per line in label order 1..K; a leading background line
+    ("background" / "__background__", as in a segmentation classes.txt) is skipped, blank lines are ignored."""
+    path = Path(path)
+    try:
+        names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"class names file not found: {path}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: cannot read class names ({e})") from e
+    if names and names[0] in BACKGROUND_NAMES:
+        names = names[1:]
+    return check_detection_classes(names, str(path))
 
 
 def voc_year_root(root: Union[str, os.PathLike], year: Union[str, int, None]) -> Path:
@@ -93,7 +126,9 @@ def parse_voc_annotation(path: Union[str, os.PathLike], class_to_label: dict[str
         where = f"object {k}"
         name = _text(obj, "name", path, where)
         if name not in class_to_label:
-            raise ValueError(f"{path}: unknown class name {name!r} in {where} (known: {', '.join(class_to_label)})")
+            raise ValueError(f"{path}: unknown class name {name!r} in {where} (known: {', '.join(class_to_label)}; "
+                             "declare a data set's own classes with data.params.classes or a classes.txt in its "
+                             "root, one name per line)")
         bb = obj.find("bndbox")
         if bb is None:
             raise ValueError(f"{path}: missing <bndbox> in {where}")
@@ -124,7 +159,9 @@ class VOCDetection(DetectionDataset):
         transform: a v2 transform called as ``transform(image, target)``.
         keep_difficult: keep objects marked difficult (flagged in ``target["difficult"]``); otherwise they
             are left out of the targets (use True, or :meth:`get_annotation`, for evaluation).
-        classes: class names, in label order 1..K.
+        classes: class names, in label order 1..K (a data set of one's own: e.g. ``["raccoon"]``). Default: the
+            names in ``<root>/classes.txt`` when it exists (one per line; a leading "background" or
+            "__background__" line is skipped), else the 20 VOC classes.
         on_corrupt / max_image_pixels: as for the other datasets.
 
     ``ids`` are the VOC image ids (strings); ``target["image_id"]`` is the sample index.
@@ -137,7 +174,7 @@ class VOCDetection(DetectionDataset):
         year: Union[str, int, None] = None,
         transform: Callable | None = None,
         keep_difficult: bool = False,
-        classes: Sequence[str] = VOC_CLASSES,
+        classes: Sequence[str] | None = None,
         on_corrupt: str = "error",
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ):
@@ -149,9 +186,9 @@ class VOCDetection(DetectionDataset):
         self.root, self.split, self.transform = root, split, transform
         self.keep_difficult = bool(keep_difficult)
         self.on_corrupt, self.max_image_pixels = on_corrupt, int(max_image_pixels)
-        self.classes = ["__background__", *classes]
-        if len(set(self.classes)) != len(self.classes):
-            raise ValueError(f"duplicate class names in {list(classes)}")
+        if classes is None:
+            classes = read_detection_classes(root / CLASSES_FILE) if (root / CLASSES_FILE).is_file() else VOC_CLASSES
+        self.classes = ["__background__", *check_detection_classes(classes)]
         self.class_to_label = {c: i for i, c in enumerate(self.classes) if i > 0}
 
         if not (root / "Annotations").is_dir():

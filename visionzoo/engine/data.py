@@ -6,7 +6,12 @@ run resumed mid-epoch sees exactly the batches the uninterrupted run would have 
 """
 from __future__ import annotations
 
+import atexit
+import functools
 import math
+import multiprocessing
+import multiprocessing.util  # registers multiprocessing's own exit handler before ours (atexit runs LIFO)
+import os
 import signal
 
 import numpy as np
@@ -98,12 +103,55 @@ class SkipCollate:
         return batch, skipped, [i for i, _ in good]
 
 
-def ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader worker init: SIGINT and SIGTERM go to the main process only. Ctrl-C, or a scheduler's SIGTERM,
-    reaches every process of the group; a worker that died of it would crash the main process in the middle of
-    the step it wants to finish before writing its checkpoint. The main process shuts its workers down itself."""
+class WorkerRelease:
+    """A flag in shared memory that the main process raises when it is done with its DataLoader workers.
+
+    Workers must outlive a SIGINT/SIGTERM sent to the whole process group (Ctrl-C, a scheduler, `pkill -f`): the
+    main process finishes its step and writes a checkpoint first, and a worker that died of the signal would crash
+    it. But the main process itself stops leftover workers with SIGTERM, in the DataLoader's shutdown and in
+    multiprocessing's exit handler, which then waits for them: a worker that ignored every SIGTERM made every
+    error exit hang. So a worker ignores SIGTERM only until the main process is exiting (an atexit hook, which runs
+    before multiprocessing's) or releases them itself."""
+
+    def __init__(self):
+        self.flag = multiprocessing.RawValue("b", 0)
+
+    def release(self) -> None:
+        self.flag.value = 1
+
+    def released(self) -> bool:
+        return bool(self.flag.value)
+
+
+_release: WorkerRelease | None = None
+
+
+def worker_release() -> WorkerRelease:
+    """The process-wide release flag, created (and hooked to the interpreter's exit) on first use."""
+    global _release
+    if _release is None or _release.released():
+        _release = WorkerRelease()
+        atexit.register(_release.release)
+    return _release
+
+
+def release_workers() -> None:
+    """Lets this process's DataLoader workers die of the next SIGTERM (the main process is giving up on them)."""
+    if _release is not None:
+        _release.release()
+
+
+def worker_signals(release: WorkerRelease, worker_id: int) -> None:
+    """DataLoader worker init: SIGINT goes to the main process only; SIGTERM is ignored until the main process
+    releases its workers, then it ends the worker as usual."""
+
+    def on_sigterm(signum, frame):
+        if release.released():
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def build_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, drop_last: bool, seed: int,
@@ -113,7 +161,7 @@ def build_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, drop_last:
                            pad=shuffle)
     extra = {}
     if num_workers > 0:
-        extra = {"persistent_workers": True, "prefetch_factor": prefetch_factor, "worker_init_fn": ignore_stop_signals}
+        extra = {"persistent_workers": True, "prefetch_factor": prefetch_factor, "worker_init_fn": functools.partial(worker_signals, worker_release())}
     return DataLoader(
         SeededDataset(dataset),
         batch_size=batch_size,

@@ -98,6 +98,18 @@ def broadcast_object(obj, src: int = 0):
     return box[0]
 
 
+def broadcast_tensors(tensors: list[torch.Tensor], src: int = 0) -> None:
+    """Overwrite `tensors` on every rank with rank `src`'s, in one broadcast per (device, dtype) group."""
+    groups: dict[tuple, list[torch.Tensor]] = {}
+    for t in tensors:
+        groups.setdefault((t.device, t.dtype), []).append(t)
+    for group in groups.values():
+        flat = torch._utils._flatten_dense_tensors([t.data for t in group])
+        dist.broadcast(flat, src=src)
+        for t, value in zip(group, torch._utils._unflatten_dense_tensors(flat, group)):
+            t.data.copy_(value)
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

@@ -4,8 +4,8 @@ from __future__ import annotations
 import contextlib
 
 import torch
-from tqdm.auto import tqdm
 
+from visionzoo.engine.console import progress_bar
 from visionzoo.engine.data import build_loader
 
 
@@ -39,7 +39,7 @@ def evaluate(task, model, loader, cfg, device: torch.device, desc: str = "eval",
     model.eval()
     accumulator = task.new_accumulator(cfg, loader.dataset.dataset)
     skipped_all = []
-    for batch, skipped, indices in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True, disable=not show_progress):
+    for batch, skipped, indices in progress_bar(loader, desc=desc, leave=False, disable=not show_progress):
         skipped_all.extend(skipped)
         if batch is None:
             continue

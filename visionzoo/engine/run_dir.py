@@ -7,9 +7,12 @@ Layout of runs/<name>/:
     last.pt       full training state (model, optimizers, schedulers, scaler, EMA, RNG, position)
     best.pt       weights (and EMA weights) of the best validation epoch, with metrics
     tb/           TensorBoard events, when train.tensorboard is true
+    .lock         the advisory lock of the process writing the run (pid and host of the holder)
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import platform
@@ -20,6 +23,59 @@ from importlib import metadata
 from pathlib import Path
 
 import yaml
+
+from visionzoo.engine.checkpoint import atomic_write_text
+
+LOCK_FILE = ".lock"
+
+
+class RunLocked(RuntimeError):
+    """Another live process is writing this run directory."""
+
+
+class RunLock:
+    """One writer per run directory: an advisory flock on `run_dir/.lock`, taken without waiting.
+
+    The kernel drops the lock when its holder exits, however it dies (SIGKILL, a crash, a lost node's
+    process), so a leftover .lock file never blocks a later run; the file only says who held it last.
+    Advisory: it stops visionzoo processes (train.py, --resume) from writing the same run at once, not
+    other programs. On network file systems without flock support the lock is a no-op."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_FILE
+        self.fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RunLocked(f"{self.run_dir} is in use by another process ({holder or 'pid unknown'}): "
+                                "one process at a time may write a run. Wait for it to finish or stop it, "
+                                "or train into another --run-dir") from None
+            if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):  # file system without locks
+                return self
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on host {platform.node()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def git_commit(path: Path) -> dict | None:
@@ -45,7 +101,7 @@ def package_versions() -> dict[str, str]:
 
 def write_run_files(run_dir: Path, config: dict, device: str, extra: dict | None = None) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     info = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "argv": sys.argv,
@@ -65,7 +121,7 @@ def write_run_files(run_dir: Path, config: dict, device: str, extra: dict | None
             history = old.get("history", []) + [{k: v for k, v in old.items() if k != "history"}]
         except json.JSONDecodeError:
             pass
-    runs_file.write_text(json.dumps({**info, "history": history}, indent=2))
+    atomic_write_text(runs_file, json.dumps({**info, "history": history}, indent=2))
     return info
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -16,13 +17,15 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from visionzoo.config import to_dict
 from visionzoo.engine import distributed
+from visionzoo.engine.backends import configure_backends
 from visionzoo.engine.checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
-from visionzoo.engine.data import build_loader, sample_seed
+from visionzoo.engine.console import epoch_summary, progress_bar
+from visionzoo.engine.data import build_loader, release_workers, sample_seed
+from visionzoo.engine.ema import ModelEma
 from visionzoo.engine.evaluator import autocast_context, evaluate, make_eval_loader
 from visionzoo.engine.optim import build_optimizer, build_scheduler
 from visionzoo.engine.run_dir import JsonlLogger, write_run_files
@@ -37,6 +40,20 @@ class TrainingInterrupted(Exception):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class StoppedNow(KeyboardInterrupt):
+    """A second SIGINT/SIGTERM: stop at once, without finishing the step or writing a checkpoint."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+def exit_now_on_signal(signum, frame):
+    """Signal handler once the process is already stopping: one more signal ends it on the spot."""
+    os.write(2, f"received {signal.Signals(signum).name} again: exiting now\n".encode())
+    os._exit(128 + signum)
 
 
 class NonFiniteLoss(Exception):
@@ -86,8 +103,7 @@ class Trainer:
         self.is_main = dist_info.is_main
         self.control_group = distributed.control_group() if self.world_size > 1 else None
         torch.manual_seed(cfg.train.seed)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
+        self.backend_settings = configure_backends(cfg, self.device, self.task)  # TF32, cuDNN autotuning
 
         # data
         self.train_set = self.task.build_dataset(cfg, cfg.data.train_split, train=True)
@@ -133,7 +149,12 @@ class Trainer:
                 for tensor in list(model.parameters()) + list(model.buffers()):
                     dist.broadcast(tensor.data, src=0)
         if cfg.train.compile:
-            self.forward_model = torch.compile(self.forward_model)
+            players = self._players()
+            if players:  # the task calls each player itself (a GAN), never the model: compile them in place
+                for player in players:
+                    player.compile()
+            else:
+                self.forward_model = torch.compile(self.forward_model)
         self._seed_rank_stream(0)
 
         # optimisation
@@ -154,15 +175,17 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp == "fp16")
         self.ema = None
         if cfg.train.ema.enabled:
-            self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema.decay), use_buffers=True)
+            self.ema = ModelEma(model, cfg.train.ema.decay)
 
         self.pos = Position()
         self.best: dict | None = None
         self.best_metric = cfg.train.best_metric or self.task.primary_metric_for(cfg)
         self.stop_signal: int | None = None
+        self.stopping_now = False  # a second signal arrived
         self.skipped_this_epoch: list = []
         self.resumed_geometry: dict | None = None
         self._nonfinite: tuple[int, str] | None = None  # (step, loss terms) of a NaN/inf this rank saw
+        self._pending_agreement = None  # (work, flags) of the all-reduce _agree started last step
         if resume is not None:
             self._restore(Path(resume))
 
@@ -180,13 +203,21 @@ class Trainer:
             write_run_files(self.run_dir, to_dict(cfg), str(self.device),
                             {"config_file": config_path, "resumed_from": str(resume) if resume else None})
 
+    def _players(self) -> list[torch.nn.Module]:
+        """The sub-modules that tasks with several update phases train in turn (a GAN's generator and
+        discriminator: `optimizers.<name>.params`); empty for a model updated as a whole."""
+        if len(self.phases) < 2:
+            return []
+        paths = {self.cfg.optimizers[p.optimizer].params for p in self.phases if p.optimizer in self.cfg.optimizers}
+        return [self.model.get_submodule(path) for path in sorted(paths) if path]
+
     # ---- checkpoints ------------------------------------------------------------------------
     def _state(self) -> dict:
         return {
             "format": CHECKPOINT_FORMAT,
             "model": self.model.state_dict(),
             "ema": self.ema.module.state_dict() if self.ema else {},
-            "ema_n_averaged": self.ema.n_averaged if self.ema else torch.zeros(()),
+            "ema_n_averaged": torch.tensor(self.ema.n_averaged if self.ema else 0),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
             "scaler": self.scaler.state_dict(),
@@ -227,7 +258,7 @@ class Trainer:
         if self.ema is not None:
             if ckpt["ema"]:
                 self.ema.module.load_state_dict(ckpt["ema"])
-                self.ema.n_averaged.copy_(ckpt["ema_n_averaged"])
+                self.ema.n_averaged = int(ckpt["ema_n_averaged"])
             else:
                 self.ema.module.load_state_dict(ckpt["model"])
         missing = set(self.optimizers) ^ set(ckpt["optimizers"])
@@ -280,8 +311,19 @@ class Trainer:
         previous = {}
 
         def handler(signum, frame):
-            if self.stop_signal is not None:  # second signal: stop now
-                raise KeyboardInterrupt
+            if self.stop_signal is not None:  # second signal: stop now, without waiting for the workers
+                self.stopping_now = True
+                release_workers()
+                # the workers may now die of the same signal: not a failure for the DataLoader's SIGCHLD check
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                for sig in (signal.SIGINT, signal.SIGTERM):  # a third one, while unwinding, ends the process
+                    signal.signal(sig, exit_now_on_signal)
+                last = self.run_dir / "last.pt"
+                saved = (f"the last checkpoint ({last}) is kept; resume with: python train.py --resume {self.run_dir}"
+                         if last.is_file() else "no checkpoint was written yet")
+                raise StoppedNow(f"stopped at once by a second {signal.Signals(signum).name} at epoch "
+                                 f"{self.pos.epoch + 1}, step {self.pos.global_step}: this step is not saved; "
+                                 f"{saved}", signum)
             self.stop_signal = signum
             tqdm.write(f"received {signal.Signals(signum).name}: finishing this step, then writing a checkpoint "
                        "(send again to stop immediately)")
@@ -309,6 +351,7 @@ class Trainer:
                          "train_samples": len(self.train_set),
                          **({"regridded": self.resumed_geometry} if self.resumed_geometry else {})})
         start = time.time()
+        first_epoch = self.pos.epoch  # the ETA counts the epochs of this process only
         try:
             while self.pos.epoch < cfg.train.epochs:
                 epoch_stats = self.train_epoch()
@@ -319,6 +362,9 @@ class Trainer:
                                                     or self.pos.epoch + 1 == cfg.train.epochs):
                     metrics = self.validate()
                     record.update({f"val_{k}": v for k, v in metrics.items()})
+                    if self.is_main:  # one line per validation: metrics, best so far, ETA
+                        per_epoch = (time.time() - start) / max(self.pos.epoch + 1 - first_epoch, 1)
+                        tqdm.write(epoch_summary(self.pos.epoch + 1, cfg.train.epochs, record, self.best, per_epoch))
                 if self.is_main:
                     self._after_epoch()
                     self._report_layer_warnings()
@@ -330,7 +376,8 @@ class Trainer:
                 if stop_after_epoch is not None and self.pos.epoch >= stop_after_epoch:
                     break
         finally:
-            self._restore_signal_handlers(previous)
+            if not self.stopping_now:  # after a second signal, a third one must still end the process at once
+                self._restore_signal_handlers(previous)
             if self.layer_stats is not None:
                 self.layer_stats.detach()
             self.logger.close()
@@ -377,20 +424,42 @@ class Trainer:
         return scalars
 
     def _sync_buffers(self) -> None:
-        """Without a DDP wrapper (which broadcasts buffers at every forward) BatchNorm statistics drift apart
-        across ranks; validation and checkpoints use rank 0's."""
-        if self.world_size > 1 and self.ddp is None:
-            for buffer in self.model.buffers():
-                dist.broadcast(buffer.data, src=0)
+        """BatchNorm statistics (and the EMA's copies of them) drift apart across ranks: each rank updates them
+        from its own batches, and even DDP broadcasts them only at the start of a forward, so after the last
+        step they differ. Validation and checkpoints use rank 0's, everywhere."""
+        if self.world_size > 1:
+            buffers = list(self.model.buffers())
+            if self.ema is not None:
+                buffers += list(self.ema.module.buffers())
+            distributed.broadcast_tensors(buffers, src=0)
 
     def _agree(self, stop_signal: int | None, finite: bool) -> tuple[int | None, bool]:
         """Every rank must stop at the same step, or the others wait forever in the next all-reduce: a signal
-        or a non-finite loss seen by any rank counts for all (one tiny gloo all-reduce per step)."""
+        or a non-finite loss seen by any rank counts for all. The tiny gloo all-reduce runs in the background
+        and is read one step later (a blocking one would hold every step until the slowest rank arrives), so
+        the answer is the previous step's; `_settle_agreement` closes it at the end of the epoch."""
         if self.world_size == 1:
             return stop_signal, finite
         flags = torch.tensor([stop_signal or 0, 0 if finite else 1], dtype=torch.int64)
+        work = dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=self.control_group, async_op=True)
+        previous, self._pending_agreement = self._pending_agreement, (work, flags)
+        if previous is None:
+            return None, True
+        previous[0].wait()
+        return (int(previous[1][0]) or None), not bool(previous[1][1])
+
+    def _settle_agreement(self) -> None:
+        """End of an epoch's loop under torchrun: drop the background agreement and agree once more, blocking,
+        on what each rank knows now, so that all validate, save and stop (or raise) together."""
+        if self._pending_agreement is not None:
+            self._pending_agreement[0].wait()
+            self._pending_agreement = None
+        flags = torch.tensor([self.stop_signal or 0, 0 if self._nonfinite is None else 1], dtype=torch.int64)
         dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=self.control_group)
-        return (int(flags[0]) or None), not bool(flags[1])
+        if int(flags[0]):
+            self.stop_signal = int(flags[0])
+        if flags[1]:
+            self._raise_nonfinite()
 
     def _global_means(self, sums: dict, counts: dict) -> dict[str, float]:
         """Loss means over all ranks (one all-reduce, at the log interval only: it syncs with the device)."""
@@ -425,8 +494,9 @@ class Trainer:
         window_counts: dict[str, int] = {}
         window_images, window_start, window_batches = 0, time.time(), 0
         epoch_images, epoch_start = 0, time.time()
-        bar = tqdm(total=self.steps_per_epoch, initial=self.pos.batch_in_epoch, unit="batch", dynamic_ncols=True,
-                   desc=f"epoch {self.pos.epoch + 1}/{cfg.train.epochs}", disable=not (self.show_progress and self.is_main))
+        bar = progress_bar(total=self.steps_per_epoch, initial=self.pos.batch_in_epoch, unit="batch",
+                           desc=f"epoch {self.pos.epoch + 1}/{cfg.train.epochs}", every=log_interval,
+                           disable=not (self.show_progress and self.is_main))
         for batch, skipped, _ in self.train_loader:
             if self.pos.batch_in_epoch >= self.steps_per_epoch:
                 break
@@ -450,10 +520,13 @@ class Trainer:
             self.pos.global_step += 1
             self.pos.samples_in_epoch += cfg.data.batch_size * self.world_size
             bar.update(1)
-            if self.world_size > 1:
-                self.stop_signal, finite = self._agree(self.stop_signal, self._nonfinite is None)
+            stop = self.stop_signal
+            if self.world_size > 1:  # a signal counts once every rank knows it (one step later)
+                stop, finite = self._agree(self.stop_signal, self._nonfinite is None)
                 if not finite:
                     self._raise_nonfinite()
+                if stop is not None:
+                    self.stop_signal = stop
             if self.pos.global_step % log_interval == 0 and window_batches:
                 means = self._global_means(window_sums, window_counts)
                 if not check_every_step:
@@ -465,9 +538,11 @@ class Trainer:
                                  "lr": lr, **means, "images_per_s": round(rate, 2)})
                 bar.set_postfix(loss=f"{means['loss']:.4f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
                 window_sums, window_counts, window_images, window_batches, window_start = {}, {}, 0, 0, time.time()
-            if self.stop_signal is not None:
+            if stop is not None:
                 break
         bar.close()
+        if self.world_size > 1:
+            self._settle_agreement()
         skipped = self._gather_skipped()
         if skipped:
             names = ", ".join(sorted({s.path for s in skipped})[:10])

@@ -92,11 +92,35 @@ class DenoisingAutoencoder(ConvAutoencoder):
         self.corruption, self.noise_std, self.mask_fraction = corruption, float(noise_std), float(mask_fraction)
 
     def corrupt(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        if self.corruption == "gaussian":
-            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            return (x + self.noise_std * noise).clamp(0, 1)
-        keep = torch.rand((x.shape[0], 1, *x.shape[2:]), generator=generator, device=x.device) >= self.mask_fraction
+        amount = self.noise_std if self.corruption == "gaussian" else self.mask_fraction
+        return corrupt_images(x, self.corruption, amount, generator)
+
+
+def parse_corruption(spec: str) -> tuple[str, float]:
+    """"gaussian:0.5" (noise std) or "masking:0.25" (fraction of pixels zeroed) -> (kind, amount)."""
+    kind, sep, amount = str(spec).partition(":")
+    try:
+        value = float(amount)
+    except ValueError:
+        value = None
+    if not sep or kind not in DenoisingAutoencoder.CORRUPTIONS or value is None or value < 0 or \
+            (kind == "masking" and value >= 1):
+        raise ValueError(f"corruption {spec!r}: expected 'gaussian:<noise std >= 0>' or 'masking:<fraction in "
+                         "[0, 1)>', e.g. 'gaussian:0.5' or 'masking:0.25'")
+    return kind, value
+
+
+def corrupt_images(x: torch.Tensor, corruption: str, amount: float,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Images in [0, 1] corrupted by additive Gaussian noise of std `amount`, clamped to [0, 1], or by masking,
+    which zeroes a fraction `amount` of the pixels (all channels of a pixel)."""
+    if corruption == "gaussian":
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return (x + amount * noise).clamp(0, 1)
+    if corruption == "masking":
+        keep = torch.rand((x.shape[0], 1, *x.shape[2:]), generator=generator, device=x.device) >= amount
         return x * keep.to(x.dtype)
+    raise ValueError(f"corruption = {corruption!r}; expected one of {DenoisingAutoencoder.CORRUPTIONS}")
 
 
 @register_model(task="generative", family="autoencoder", input_size=(1, 28, 28), num_classes=None)

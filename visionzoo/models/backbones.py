@@ -12,6 +12,27 @@ from torch import nn
 from visionzoo.registry import get_entry
 from visionzoo.weights import WeightsError, read_state_dict, resolve_weights, strip_prefixes, verify_sha256
 
+NORMS = ("frozen_bn", "bn", "gn")
+
+
+def group_norm(num_channels: int, max_groups: int = 32) -> nn.GroupNorm:
+    """GroupNorm with 32 groups (Wu and He 2018), or the most groups up to 32 that divide `num_channels`."""
+    groups = next(g for g in range(min(max_groups, num_channels), 0, -1) if num_channels % g == 0)
+    return nn.GroupNorm(groups, num_channels)
+
+
+def norm_layer(norm: str):
+    """The normalisation layer for `norm` as a callable of the channel count: "frozen_bn" (FrozenBatchNorm2d: the
+    statistics and affine terms of a pretrained backbone, fixed), "bn" (BatchNorm2d, trained; needs sizeable
+    batches) or "gn" (GroupNorm(32): independent of the batch, so it trains from random initialisation with the
+    small batches of detection, as in "Rethinking ImageNet Pre-training", He, Girshick and Dollar 2019)."""
+    from torchvision.ops import FrozenBatchNorm2d
+
+    layers = {"frozen_bn": FrozenBatchNorm2d, "bn": nn.BatchNorm2d, "gn": group_norm}
+    if norm not in layers:
+        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    return layers[norm]
+
 
 def classifier_state_dict(classifier: str, weights: str) -> dict[str, torch.Tensor]:
     """The state dict of the registered classifier `classifier` for `weights`, found by the usual lookup."""

@@ -104,6 +104,14 @@ class FastRCNNRoIHeads(RoIHeads):
 
     def forward(self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes: list[tuple[int, int]],
                 targets: list[dict[str, Tensor]] | None = None) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
+        # float32 under bf16/fp16 autocast too: the box coder takes the regression's dtype, and bfloat16
+        # coordinates beyond 512 px fall on a 4-px grid (the backbone keeps the autocast dtype)
+        features = {k: v.float() for k, v in features.items()}
+        device_type = next(iter(features.values()), proposals[0] if proposals else torch.empty(0)).device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            return self._forward(features, [p.float() for p in proposals], image_shapes, targets)
+
+    def _forward(self, features, proposals, image_shapes, targets):
         labels = regression_targets = None
         if self.training:
             proposals, _, labels, regression_targets = self.select_training_samples(proposals, targets)

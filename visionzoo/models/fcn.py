@@ -31,7 +31,12 @@ from torchvision.models.segmentation.fcn import FCN, FCNHead
 from torchvision.models.vgg import cfgs as vgg_cfgs
 from torchvision.models.vgg import make_layers
 
-from visionzoo.models.backbones import classifier_state_dict, freeze_resnet_stages, load_backbone_weights
+from visionzoo.models.backbones import (
+    classifier_state_dict,
+    freeze_resnet_stages,
+    load_backbone_weights,
+    norm_layer,
+)
 from visionzoo.registry import register_model
 
 # VGG16's `features` indices of the pooling layers whose outputs feed the skips (pool3, pool4) and fc6.
@@ -175,15 +180,20 @@ def fcn8s_vgg16(num_classes: int = 21, dropout: float = 0.5, backbone_weights: s
 
 # ---------------------------------------------------------------------------------- ResNet backbones
 def _torchvision_fcn(depth: int, num_classes: int, aux_loss: bool, dilated: bool, backbone_weights: str | None,
-                     trainable_layers: int) -> FCN:
-    resnet = getattr(tvm, f"resnet{depth}")(weights=None, replace_stride_with_dilation=[False, dilated, dilated])
+                     trainable_layers: int, norm: str = "bn") -> FCN:
+    resnet = getattr(tvm, f"resnet{depth}")(weights=None, replace_stride_with_dilation=[False, dilated, dilated],
+                                            norm_layer=norm_layer(norm))
     if backbone_weights is not None:
         load_backbone_weights(resnet, f"resnet{depth}", backbone_weights, drop_prefixes=("fc.",))
     freeze_resnet_stages(resnet, trainable_layers)
     channels = resnet.inplanes  # out of layer4: 2048 (bottleneck) or 512 (basic blocks)
     return_layers = {"layer4": "out", **({"layer3": "aux"} if aux_loss else {})}
     backbone = IntermediateLayerGetter(resnet, return_layers=return_layers)
-    return FCN(backbone, FCNHead(channels, num_classes), FCNHead(channels // 2, num_classes) if aux_loss else None)
+    heads = [FCNHead(channels, num_classes), FCNHead(channels // 2, num_classes) if aux_loss else None]
+    if norm != "bn":  # FCNHead's own BatchNorm (index 1) follows the backbone's choice
+        for head in filter(None, heads):
+            head[1] = norm_layer(norm)(head[1].num_features)
+    return FCN(backbone, *heads)
 
 
 _TV_HEAD = ("classifier.4.", "aux_classifier.4.")
@@ -207,9 +217,10 @@ def fcn_resnet101(num_classes: int = 21, aux_loss: bool = True, backbone_weights
 
 @register_model(task="segmentation", family="fcn", input_size=(3, 256, 256), num_classes=21, head=_TV_HEAD)
 def fcn_resnet18(num_classes: int = 21, aux_loss: bool = False, backbone_weights: str | None = None,
-                 trainable_layers: int = 5):
-    """FCN-ResNet18: torchvision's FCN head on ResNet-18 (basic blocks cannot dilate: output stride 32)."""
-    return _torchvision_fcn(18, num_classes, aux_loss, False, backbone_weights, trainable_layers)
+                 trainable_layers: int = 5, norm: str = "bn"):
+    """FCN-ResNet18: torchvision's FCN head on ResNet-18 (basic blocks cannot dilate: output stride 32).
+    `norm` normalises the ResNet: "bn" (default), "gn" (GroupNorm, for small batches from scratch) or "frozen_bn"."""
+    return _torchvision_fcn(18, num_classes, aux_loss, False, backbone_weights, trainable_layers, norm)
 
 
 class FCN8sResNet(nn.Module):
@@ -257,8 +268,9 @@ class FCN8sResNet(nn.Module):
         return {"out": _crop(upscore_final(score), 0, height, width)}
 
 
-def _skip_fcn_resnet18(finest_stride: int, num_classes: int, backbone_weights: str | None, trainable_layers: int):
-    resnet = tvm.resnet18(weights=None)
+def _skip_fcn_resnet18(finest_stride: int, num_classes: int, backbone_weights: str | None, trainable_layers: int,
+                       norm: str = "bn"):
+    resnet = tvm.resnet18(weights=None, norm_layer=norm_layer(norm))
     if backbone_weights is not None:
         load_backbone_weights(resnet, "resnet18", backbone_weights, drop_prefixes=("fc.",))
     freeze_resnet_stages(resnet, trainable_layers)
@@ -266,13 +278,17 @@ def _skip_fcn_resnet18(finest_stride: int, num_classes: int, backbone_weights: s
 
 
 @register_model(task="segmentation", family="fcn", input_size=(3, 256, 256), num_classes=21, head=_VGG_HEAD)
-def fcn8s_resnet18(num_classes: int = 21, backbone_weights: str | None = None, trainable_layers: int = 5):
-    """FCN-8s skips (layer2/3/4) on ResNet-18: the small variant for CPU work."""
-    return _skip_fcn_resnet18(8, num_classes, backbone_weights, trainable_layers)
+def fcn8s_resnet18(num_classes: int = 21, backbone_weights: str | None = None, trainable_layers: int = 5,
+                   norm: str = "bn"):
+    """FCN-8s skips (layer2/3/4) on ResNet-18: the small variant for CPU work. `norm`: "bn" (default), "gn"
+    (GroupNorm, for small batches from scratch) or "frozen_bn"."""
+    return _skip_fcn_resnet18(8, num_classes, backbone_weights, trainable_layers, norm)
 
 
 @register_model(task="segmentation", family="fcn", input_size=(3, 256, 256), num_classes=21,
                 head=(*_VGG_HEAD, "score_pool2."))
-def fcn4s_resnet18(num_classes: int = 21, backbone_weights: str | None = None, trainable_layers: int = 5):
-    """FCN-8s on ResNet-18 plus a layer1 skip fused at stride 4: finer boundaries for small objects."""
-    return _skip_fcn_resnet18(4, num_classes, backbone_weights, trainable_layers)
+def fcn4s_resnet18(num_classes: int = 21, backbone_weights: str | None = None, trainable_layers: int = 5,
+                   norm: str = "bn"):
+    """FCN-8s on ResNet-18 plus a layer1 skip fused at stride 4: finer boundaries for small objects. `norm` as
+    for fcn8s_resnet18."""
+    return _skip_fcn_resnet18(4, num_classes, backbone_weights, trainable_layers, norm)

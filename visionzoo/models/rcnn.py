@@ -8,16 +8,18 @@ torchvision's default of 800 px costs about 7 s per image per training step on a
 """
 from __future__ import annotations
 
+import torch
 import torchvision.models as tvm
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-from torchvision.ops import FrozenBatchNorm2d
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from visionzoo.models.backbones import freeze_resnet_stages, load_backbone_weights
+from visionzoo.models.backbones import freeze_resnet_stages, load_backbone_weights, norm_layer
 from visionzoo.registry import register_model
 
 _BOX_HEAD = ("roi_heads.box_predictor.",)
@@ -25,21 +27,24 @@ _MASK_HEAD = _BOX_HEAD + ("roi_heads.mask_predictor.mask_fcn_logits.",)
 
 
 def resnet_fpn_backbone(depth: int, trainable_layers: int, backbone_weights: str | None = None,
-                        out_channels: int = 256) -> BackboneWithFPN:
+                        out_channels: int = 256, norm: str = "frozen_bn") -> BackboneWithFPN:
     """ResNet-`depth` with frozen BatchNorm and an FPN (P2-P5 plus a max-pooled P6) of `out_channels`, laid out
     exactly as torchvision's (so its official files load). `backbone_weights` starts the ResNet from the zoo's
     `resnet<depth>` classifier weights (e.g. the shipped "shapes" tag, or "torchvision:IMAGENET1K_V1"); only
-    the last `trainable_layers` of (layer4, layer3, layer2, layer1, conv1) are trained."""
+    the last `trainable_layers` of (layer4, layer3, layer2, layer1, conv1) are trained.
+    `norm` "bn" trains BatchNorm in the ResNet instead; "gn" puts GroupNorm in the ResNet and the FPN's
+    convolutions, for training from scratch (see `backbones.norm_layer`)."""
     if not 0 <= trainable_layers <= 5:
         raise ValueError(f"trainable_layers must be in 0..5, got {trainable_layers}")
-    body = getattr(tvm, f"resnet{depth}")(weights=None, norm_layer=FrozenBatchNorm2d)
+    body = getattr(tvm, f"resnet{depth}")(weights=None, norm_layer=norm_layer(norm))
     if backbone_weights is not None:
         load_backbone_weights(body, f"resnet{depth}", backbone_weights, drop_prefixes=("fc.",))
     freeze_resnet_stages(body, trainable_layers)
     stage2 = body.inplanes // 8  # channels out of layer1 (64 for ResNet-18, 256 for ResNet-50)
     return BackboneWithFPN(body, return_layers={f"layer{k}": str(k - 1) for k in (1, 2, 3, 4)},
                            in_channels_list=[stage2 * 2 ** (k - 1) for k in (1, 2, 3, 4)],
-                           out_channels=out_channels, extra_blocks=LastLevelMaxPool())
+                           out_channels=out_channels, extra_blocks=LastLevelMaxPool(),
+                           norm_layer=norm_layer("gn") if norm == "gn" else None)
 
 
 def anchor_generator(anchor_sizes):
@@ -53,10 +58,46 @@ def anchor_generator(anchor_sizes):
     return AnchorGenerator(tuple((s,) for s in sizes), ((0.5, 1.0, 2.0),) * len(sizes))
 
 
+def float32_features(features: dict) -> tuple[dict, str]:
+    """The feature maps as float32 (a no-op outside autocast) and their device type, for autocast(enabled=False)."""
+    first = next(iter(features.values()), torch.empty(0))
+    return {k: v.float() for k, v in features.items()}, first.device.type
+
+
+class Float32RPN(RegionProposalNetwork):
+    """The RPN in float32 under bf16/fp16 autocast. torchvision's anchor generator and box coder take the
+    feature maps' dtype: in bfloat16, anchors and proposals beyond 512 px fall on a 4-px grid."""
+
+    def forward(self, images, features, targets=None):
+        features, device_type = float32_features(features)
+        with torch.autocast(device_type=device_type, enabled=False):
+            return super().forward(images, features, targets)
+
+
+class Float32RoIHeads(RoIHeads):
+    """The RoI heads (box decoding, NMS, masks) in float32 under autocast, for the same reason as Float32RPN."""
+
+    def forward(self, features, proposals, image_shapes, targets=None):
+        features, device_type = float32_features(features)
+        with torch.autocast(device_type=device_type, enabled=False):
+            return super().forward(features, [p.float() for p in proposals], image_shapes, targets)
+
+
+def float32_heads(model):
+    """Switch a torchvision Faster/Mask R-CNN's RPN and RoI heads to their float32 subclasses (same modules,
+    same state-dict keys, so official files still load strict). The backbone keeps the autocast dtype."""
+    if type(model.rpn) is RegionProposalNetwork:
+        model.rpn.__class__ = Float32RPN
+    if type(model.roi_heads) is RoIHeads:
+        model.roi_heads.__class__ = Float32RoIHeads
+    return model
+
+
 def _detector(cls, depth, num_classes, min_size, max_size, trainable_layers, backbone_weights=None,
               anchor_sizes=None, **kwargs):
-    return cls(resnet_fpn_backbone(depth, trainable_layers, backbone_weights), num_classes=num_classes,
-               min_size=min_size, max_size=max_size, rpn_anchor_generator=anchor_generator(anchor_sizes), **kwargs)
+    return float32_heads(cls(resnet_fpn_backbone(depth, trainable_layers, backbone_weights), num_classes=num_classes,
+                             min_size=min_size, max_size=max_size, rpn_anchor_generator=anchor_generator(anchor_sizes),
+                             **kwargs))
 
 
 @register_model(task="detection", family="faster_rcnn", input_size=(3, 800, 800), num_classes=91, head=_BOX_HEAD,
@@ -88,16 +129,27 @@ def mask_rcnn_resnet50_fpn(num_classes: int = 91, min_size: int = 800, max_size:
 # `fpn_channels` narrows the FPN and every head behind it (the mask head's convolutions too).
 # `box_score_thresh`/`box_nms_thresh` are the test-time filters (torchvision's 0.05 / 0.5 per class); COCO AP
 # counts low-scoring detections too, so an evaluation may lower the threshold (model.kwargs.box_score_thresh).
+# `norm` (frozen_bn | bn | gn) normalises the ResNet; "gn" also the FPN and the mask head, and the "4conv1fc" box
+# head (four 3x3 convolutions, then one fully connected layer: the GN paper's head) when `box_head` picks it.
+BOX_HEADS = ("2mlp", "4conv1fc")
+
+
 def _small_detector(cls, num_classes, min_size, max_size, trainable_layers, backbone_weights, anchor_sizes,
-                    image_mean, image_std, fpn_channels, representation_size, **kwargs):
-    backbone = resnet_fpn_backbone(18, trainable_layers, backbone_weights, out_channels=fpn_channels)
-    heads = {"box_head": TwoMLPHead(fpn_channels * 7 * 7, representation_size),
-             "box_predictor": FastRCNNPredictor(representation_size, num_classes)}
+                    image_mean, image_std, fpn_channels, representation_size, norm="frozen_bn", box_head="2mlp",
+                    **kwargs):
+    if box_head not in BOX_HEADS:
+        raise ValueError(f"box_head must be one of {', '.join(BOX_HEADS)}, got {box_head!r}")
+    backbone = resnet_fpn_backbone(18, trainable_layers, backbone_weights, out_channels=fpn_channels, norm=norm)
+    head_norm = norm_layer("gn") if norm == "gn" else None
+    box = (TwoMLPHead(fpn_channels * 7 * 7, representation_size) if box_head == "2mlp" else
+           FastRCNNConvFCHead((fpn_channels, 7, 7), [fpn_channels] * 4, [representation_size], norm_layer=head_norm))
+    heads = {"box_head": box, "box_predictor": FastRCNNPredictor(representation_size, num_classes)}
     if cls is MaskRCNN:
-        heads["mask_head"] = MaskRCNNHeads(fpn_channels, (fpn_channels,) * 4, 1)
+        heads["mask_head"] = MaskRCNNHeads(fpn_channels, (fpn_channels,) * 4, 1, norm_layer=head_norm)
         heads["mask_predictor"] = MaskRCNNPredictor(fpn_channels, fpn_channels, num_classes)
-    return cls(backbone, min_size=min_size, max_size=max_size, rpn_anchor_generator=anchor_generator(anchor_sizes),
-               image_mean=image_mean, image_std=image_std, **heads, **kwargs)
+    return float32_heads(cls(backbone, min_size=min_size, max_size=max_size,
+                             rpn_anchor_generator=anchor_generator(anchor_sizes), image_mean=image_mean,
+                             image_std=image_std, **heads, **kwargs))
 
 
 def _small_builder(cls, name: str, family: str, head: tuple[str, ...], doc: str):
@@ -107,10 +159,11 @@ def _small_builder(cls, name: str, family: str, head: tuple[str, ...], doc: str)
               representation_size: int = 1024, box_detections_per_img: int = 100, box_batch_size_per_image: int = 128,
               rpn_pre_nms_top_n_train: int = 1000, rpn_post_nms_top_n_train: int = 500,
               rpn_pre_nms_top_n_test: int = 500, rpn_post_nms_top_n_test: int = 300,
-              box_score_thresh: float = 0.05, box_nms_thresh: float = 0.5):
+              box_score_thresh: float = 0.05, box_nms_thresh: float = 0.5, norm: str = "frozen_bn",
+              box_head: str = "2mlp"):
         return _small_detector(
             cls, num_classes, min_size, max_size, trainable_layers, backbone_weights, anchor_sizes, image_mean,
-            image_std, fpn_channels, representation_size, box_detections_per_img=box_detections_per_img,
+            image_std, fpn_channels, representation_size, norm, box_head, box_detections_per_img=box_detections_per_img,
             box_batch_size_per_image=box_batch_size_per_image, rpn_pre_nms_top_n_train=rpn_pre_nms_top_n_train,
             rpn_post_nms_top_n_train=rpn_post_nms_top_n_train, rpn_pre_nms_top_n_test=rpn_pre_nms_top_n_test,
             rpn_post_nms_top_n_test=rpn_post_nms_top_n_test, box_score_thresh=box_score_thresh,

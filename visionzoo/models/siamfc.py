@@ -13,6 +13,9 @@ itself (crops, scale search, cosine window) lives in `visionzoo.tracking.siamfc`
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -97,3 +100,64 @@ def siamfc_alexnet(width: float = 1.0, out_scale: float = 1e-3):
     """SiamFC with the paper's AlexNet-like embedding: 127/255 crops, 17x17 response (2.33M parameters).
     `width` scales every layer's channels (1.0 = the paper; smaller for quick tests)."""
     return SiamFC(AlexNetEmbedding(width), out_scale)
+
+
+# siamfc-pytorch (github.com/huanglianghua/siamfc-pytorch) names its AlexNetV1 blocks conv1..conv5, each an
+# nn.Sequential of (Conv2d, BatchNorm2d, ...); conv5 is the convolution alone. Its head has no parameters (the
+# response is 0.001 x the cross-correlation, no bias). Our embedding is one nn.Sequential: the same layers,
+# indexed through the ReLU and max-pool modules.
+SIAMFC_PYTORCH_LAYERS = {"backbone.conv1.0": "backbone.0", "backbone.conv1.1": "backbone.1",
+                         "backbone.conv2.0": "backbone.4", "backbone.conv2.1": "backbone.5",
+                         "backbone.conv3.0": "backbone.8", "backbone.conv3.1": "backbone.9",
+                         "backbone.conv4.0": "backbone.11", "backbone.conv4.1": "backbone.12",
+                         "backbone.conv5.0": "backbone.14"}
+
+
+def siamfc_pytorch_state_dict(state: Mapping[str, torch.Tensor], source: str = "the checkpoint") -> dict:
+    """A siamfc-pytorch `Net` state dict (keys backbone.convN.{0,1}.*) renamed to `siamfc_alexnet`'s keys,
+    with the head bias set to 0 (that project's head has none). A missing or unknown key is an error naming
+    the keys and `source`."""
+    renamed, unknown = {}, []
+    for key, value in state.items():
+        layer, _, leaf = key.rpartition(".")
+        if layer in SIAMFC_PYTORCH_LAYERS and isinstance(value, torch.Tensor):
+            renamed[f"{SIAMFC_PYTORCH_LAYERS[layer]}.{leaf}"] = value
+        else:
+            unknown.append(key)
+    reference = siamfc_alexnet().state_dict()
+    missing = sorted(k for k in reference if k not in renamed and k != "bias")
+    unknown += sorted(k for k in renamed if k not in reference)
+    if missing or unknown:
+        inverse = {v: k for k, v in SIAMFC_PYTORCH_LAYERS.items()}
+        theirs = sorted(f"{inverse[k.rpartition('.')[0]]}.{k.rpartition('.')[2]}" for k in missing)
+        raise ValueError(f"{source} is not a siamfc-pytorch AlexNetV1 state dict: "
+                         + (f"missing {theirs[:6]}{' ...' if len(theirs) > 6 else ''}" if theirs else "")
+                         + ("; " if theirs and unknown else "")
+                         + (f"unexpected {unknown[:6]}{' ...' if len(unknown) > 6 else ''}" if unknown else ""))
+    for key, value in renamed.items():
+        if tuple(value.shape) != tuple(reference[key].shape):
+            inverse = {v: k for k, v in SIAMFC_PYTORCH_LAYERS.items()}
+            theirs = f"{inverse[key.rpartition('.')[0]]}.{key.rpartition('.')[2]}"
+            raise ValueError(f"{source}: {theirs} has shape {tuple(value.shape)}, siamfc_alexnet expects "
+                             f"{tuple(reference[key].shape)}")
+    renamed["bias"] = torch.zeros(1)
+    return renamed
+
+
+def load_siamfc_pytorch(path: str | Path) -> SiamFC:
+    """`siamfc_alexnet` with the weights of a siamfc-pytorch checkpoint (e.g. its `siamfc_alexnet_e50.pth`: a
+    plain state dict saved with torch.save). Read with torch.load(weights_only=True): nothing is unpickled
+    beyond tensors. The model expects that project's input: raw 0-255 RGB crops, not normalised."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"siamfc-pytorch checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a pickle with code in it, a truncated file, not a torch file at all
+        raise ValueError(f"{path} cannot be read as a plain state dict of tensors (torch.load with "
+                         f"weights_only=True): {str(e).splitlines()[0]}") from None
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict (a mapping of names to tensors)")
+    model = siamfc_alexnet()
+    model.load_state_dict(siamfc_pytorch_state_dict(state, str(path)))  # copy_ casts e.g. fp16 to the model dtype
+    return model.eval()

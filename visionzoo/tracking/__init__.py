@@ -7,7 +7,8 @@
 
 The tracker kind follows the model's registry family (siamfc -> SiamFCTracker, sint -> SINTTracker);
 its inference parameters come from the weights' model card (the config's `eval.tracker` section the
-model was evaluated with), overridden by keyword arguments.
+model was evaluated with), overridden by keyword arguments. `compat="siamfc-pytorch"` loads a checkpoint
+of that project (e.g. its `siamfc_alexnet_e50.pth`) and tracks with its conventions (SiamFCPytorchTracker).
 """
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ import dataclasses
 
 from visionzoo.tracking.base import Tracker, TrackResult, track_sequence
 from visionzoo.tracking.siamfc import SiamFCParams, SiamFCTracker
+from visionzoo.tracking.siamfc_pytorch import SiamFCPytorchTracker
 from visionzoo.tracking.sint import SINTParams, SINTTracker
 
 TRACKERS = {"siamfc": (SiamFCTracker, SiamFCParams), "sint": (SINTTracker, SINTParams)}
+COMPAT = ("siamfc-pytorch",)  # checkpoints of other projects that create_tracker(compat=...) reads
 
 
 def tracker_params(family: str, values: dict | None):
@@ -41,10 +44,12 @@ def build_tracker(model, family: str, params: dict | None = None, **kwargs) -> T
 
 
 def create_tracker(name: str, weights: str | None = None, *, device="cpu", mean=None, std=None,
-                   model_kwargs: dict | None = None, **params) -> Tracker:
+                   model_kwargs: dict | None = None, compat: str | None = None, **params) -> Tracker:
     """A tracker around the registered tracking model `name` (optionally with weights); `model_kwargs` go to
     the model builder (e.g. width=0.25), `params` override the tracker's inference parameters (e.g. the
-    5-scale search: `**vars(SiamFCParams.five_scale())`)."""
+    5-scale search: `**vars(SiamFCParams.five_scale())`). `compat="siamfc-pytorch"`: `weights` is a
+    checkpoint of that project for `siamfc_alexnet`, tracked with its conventions (see
+    visionzoo.tracking.siamfc_pytorch)."""
     from visionzoo.factory import create_model
     from visionzoo.registry import get_entry
 
@@ -52,6 +57,9 @@ def create_tracker(name: str, weights: str | None = None, *, device="cpu", mean=
     if entry.task != "tracking":
         raise ValueError(f"{name!r} is a {entry.task} model, not a tracker; trackers: "
                          f"{', '.join(n for n in _tracking_models())}")
+    if compat is not None:
+        return _compat_tracker(name, weights, compat, device=device, mean=mean, std=std,
+                               model_kwargs=model_kwargs, params=params)
     model = create_model(name, weights=weights, **(model_kwargs or {}))
     card = getattr(model, "pretrained_cfg", {}) or {}
     card_params = (((card.get("config") or {}).get("eval") or {}).get("tracker") or {})
@@ -60,11 +68,30 @@ def create_tracker(name: str, weights: str | None = None, *, device="cpu", mean=
                          std=std or card.get("std") or (0.229, 0.224, 0.225))
 
 
+def _compat_tracker(name: str, weights, compat: str, *, device, mean, std, model_kwargs, params) -> Tracker:
+    from visionzoo.models.siamfc import load_siamfc_pytorch
+
+    if compat not in COMPAT:
+        raise ValueError(f"compat={compat!r} is not known; one of: {', '.join(COMPAT)}")
+    if name != "siamfc_alexnet":
+        raise ValueError(f"compat='siamfc-pytorch' loads siamfc_alexnet checkpoints, not {name!r}")
+    if not weights:
+        raise ValueError("compat='siamfc-pytorch' needs weights=PATH to that project's checkpoint "
+                         "(e.g. siamfc_alexnet_e50.pth)")
+    ignored = [k for k, v in (("mean", mean), ("std", std), ("model_kwargs", model_kwargs)) if v]
+    bounds = sorted({"min_scale", "max_scale"} & set(params))
+    if ignored or bounds:
+        raise ValueError(f"compat='siamfc-pytorch' takes raw 0-255 input with the paper's network and does not "
+                         f"bound the target size: {', '.join(ignored + bounds)} cannot be set")
+    settings = tracker_params("siamfc", params)
+    return SiamFCPytorchTracker(load_siamfc_pytorch(weights), settings, device=device)
+
+
 def _tracking_models() -> list[str]:
     from visionzoo.registry import list_models
 
     return list_models(task="tracking")
 
 
-__all__ = ["SINTParams", "SINTTracker", "SiamFCParams", "SiamFCTracker", "TrackResult", "Tracker",
-           "build_tracker", "create_tracker", "track_sequence", "tracker_params"]
+__all__ = ["SINTParams", "SINTTracker", "SiamFCParams", "SiamFCPytorchTracker", "SiamFCTracker", "TrackResult",
+           "Tracker", "build_tracker", "create_tracker", "track_sequence", "tracker_params"]

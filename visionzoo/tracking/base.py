@@ -5,7 +5,8 @@
     box, score = tracker.update(next_frame)      # box: (x, y, w, h) in pixels
     result = visionzoo.track_sequence(tracker, frames, init_box)   # result.boxes, result.fps
 
-Frames are paths, PIL images, HxWx3 uint8 RGB arrays or CHW tensors (anything `load_image` takes).
+Frames are paths, PIL images, HxWx3 uint8 RGB arrays or CHW tensors (anything `load_image` takes; a CHW
+array is transposed, 4 channels or an empty frame are refused).
 """
 from __future__ import annotations
 
@@ -19,17 +20,38 @@ from tqdm.auto import tqdm
 
 def as_rgb_array(image) -> np.ndarray:
     """HxWx3 uint8 RGB (no copy for an array that already is one)."""
-    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+    if (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+            and image.shape[0] > 0 and image.shape[1] > 0):
         return image
     from visionzoo.predict import load_image
 
     return np.asarray(load_image(image), dtype=np.uint8)
 
 
-def check_box(box) -> np.ndarray:
-    b = np.asarray(box, dtype=np.float64).reshape(-1)
+# A target box may be larger than the frame (a close-up), but not by more than this factor per side: beyond
+# it the box is almost surely in other units (e.g. a normalised or a (x1, y1, x2, y2) box from another frame).
+MAX_BOX_TO_FRAME = 2.0
+
+
+def check_box(box, image_shape=None) -> np.ndarray:
+    """The initial box as float64 (x, y, w, h); with the frame's shape, it must overlap the frame and be at
+    most MAX_BOX_TO_FRAME times its size per side."""
+    try:
+        b = np.asarray(box, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        b = np.zeros(0)
     if b.shape != (4,) or not np.isfinite(b).all() or b[2] <= 0 or b[3] <= 0:
-        raise ValueError(f"the initial box must be finite (x, y, w, h) with w, h > 0, got {box!r}")
+        raise ValueError(f"the initial box must be 4 finite numbers (x, y, w, h) in pixels with w, h > 0, got {box!r}")
+    if image_shape is not None:
+        h_img, w_img = image_shape[:2]
+        x, y, w, h = b
+        if x >= w_img or y >= h_img or x + w <= 0 or y + h <= 0:
+            raise ValueError(f"the initial box (x, y, w, h) = {tuple(float(v) for v in b)} lies outside the "
+                             f"{w_img}x{h_img} frame: expected pixels of this frame, 0 <= x < {w_img}, 0 <= y < {h_img}")
+        if w > MAX_BOX_TO_FRAME * w_img or h > MAX_BOX_TO_FRAME * h_img:
+            raise ValueError(f"the initial box (x, y, w, h) = {tuple(float(v) for v in b)} is far larger than the "
+                             f"{w_img}x{h_img} frame (at most {MAX_BOX_TO_FRAME:g}x its width and height): expected "
+                             "(x, y, width, height) in this frame's pixels, not (x1, y1, x2, y2) or another scale")
     return b
 
 
@@ -54,7 +76,7 @@ class Tracker:
         """Shared part of `init`: the target's centre and size (and the first size, which bounds later
         scale changes), the frame's mean colour for padding crops. Returns the frame as an RGB array."""
         image = as_rgb_array(image)
-        x, y, w, h = check_box(box)
+        x, y, w, h = check_box(box, image.shape)
         self.center = np.array([x + w / 2, y + h / 2])
         self.target = np.array([w, h])
         self.base_target = self.target.copy()

@@ -20,8 +20,9 @@ class ClassificationMeter:
     """Accumulates classification results.
 
     Summable state (see :meth:`state_tensors`): an int64 confusion matrix (rows = true class,
-    columns = predicted = arg-max logit), int64 top-k correct counts, the float64 summed loss and the
-    int64 sample count. Per-sample (prediction, target, confidence) are also kept, in update order,
+    columns = predicted = arg-max logit; exactly tied logits go to the first, i.e. lowest, class index, as
+    `torch.argmax` does, and top-k takes tied classes in index order too), int64 top-k correct counts, the
+    float64 summed loss and the int64 sample count. Per-sample (prediction, target, confidence) are also kept, in update order,
     so that :meth:`misclassified` can pick the most confident mistakes; they are local to the process
     and not part of the summable state.
 
@@ -119,8 +120,9 @@ class ClassificationMeter:
 
         c = self.num_classes
         kmax = min(max(self.topk), c)
-        top = logits.topk(kmax, dim=1).indices  # (N, kmax), best first
-        preds = top[:, 0]
+        # (N, kmax), best first; a stable sort, not topk, whose order among tied logits is unspecified
+        top = torch.sort(logits, dim=1, descending=True, stable=True).indices[:, :kmax]
+        preds = top[:, 0]  # == logits.argmax(1): the first maximal index
         hits = top.eq(targets[:, None])
         for i, k in enumerate(self.topk):
             self.topk_correct[i] += hits[:, : min(k, c)].any(dim=1).sum()

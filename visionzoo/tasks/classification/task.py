@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,9 @@ class ClassificationAugment:
     rotation: float = 0.0  # max degrees
     color_jitter: float = 0.0  # brightness/contrast/saturation strength
     random_erasing: float = 0.0  # probability
+    # CIFAR-style crop (He et al. 2016): pad by this many pixels and take a random input_size crop, in place
+    # of the RandomResizedCrop above; None = RandomResizedCrop.
+    crop_padding: Optional[int] = None
 
 
 @dataclass
@@ -41,8 +45,11 @@ def build_transforms(cfg, train: bool):
               "bicubic": v2.InterpolationMode.BICUBIC}[d.interpolation]
     ops: list = [v2.ToImage()]
     if train and aug.enabled:
-        ops.append(v2.RandomResizedCrop(d.input_size, scale=tuple(aug.scale), ratio=tuple(aug.ratio),
-                                        interpolation=interp, antialias=True))
+        if aug.crop_padding is not None:
+            ops.append(v2.RandomCrop(d.input_size, padding=aug.crop_padding))
+        else:
+            ops.append(v2.RandomResizedCrop(d.input_size, scale=tuple(aug.scale), ratio=tuple(aug.ratio),
+                                            interpolation=interp, antialias=True))
         if aug.hflip > 0:
             ops.append(v2.RandomHorizontalFlip(aug.hflip))
         if aug.vflip > 0:
@@ -104,6 +111,18 @@ class ClassificationTask(Task):
                 raise ValueError("data.root is required for data.dataset = image_folder")
             return ImageFolderDataset(Path(d.root) / split, transform=transform, on_corrupt=d.on_corrupt,
                                       max_image_pixels=d.max_image_pixels, classes=class_names, **d.params)
+        if d.dataset in ("mnist", "fashion_mnist", "mnist_distorted", "cifar10"):
+            from visionzoo.datasets.digits import CIFAR10, MNIST, DistortedMNIST
+
+            if not d.root:
+                raise ValueError(f"data.root is required for data.dataset = {d.dataset} (the folder of its files)")
+            params = dict(d.params)
+            params.setdefault("download", d.download)
+            if d.dataset == "cifar10":
+                return CIFAR10(d.root, split, transform, max_image_pixels=d.max_image_pixels, **params)
+            if d.dataset == "mnist_distorted":
+                return DistortedMNIST(d.root, split, transform, **params)
+            return MNIST(d.root, split, transform, fashion=d.dataset == "fashion_mnist", **params)
         if d.dataset == "shapes":
             from visionzoo.datasets.shapes import ShapesClassification
 
@@ -111,7 +130,14 @@ class ClassificationTask(Task):
                                         transform=transform,
                                         **{k: v for k, v in d.params.items() if k != "image_size"})
         raise ValueError(f"data.dataset = {d.dataset!r} is not a classification dataset; "
-                         "expected 'image_folder' or 'shapes'")
+                         "expected 'image_folder', 'mnist', 'fashion_mnist', 'mnist_distorted', 'cifar10' or 'shapes'")
+
+    def split_exists(self, cfg, split):
+        if cfg.data.dataset in ("mnist", "fashion_mnist", "mnist_distorted", "cifar10"):
+            from visionzoo.datasets.digits import SPLITS
+
+            return split in SPLITS  # the official files hold every split (val is carved from train)
+        return super().split_exists(cfg, split)
 
     def to_device(self, batch, device, channels_last):
         images, targets = batch
@@ -124,7 +150,7 @@ class ClassificationTask(Task):
         d = cfg.data
         return {
             "class_names": list(dataset.classes) if dataset is not None else None,
-            "input_size": [3, d.input_size, d.input_size],
+            "input_size": [len(d.mean), d.input_size, d.input_size],  # one mean per channel
             "mean": list(d.mean),
             "std": list(d.std),
             "interpolation": d.interpolation,

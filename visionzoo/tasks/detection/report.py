@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 from visionzoo.reports.figures import new_figure
 from visionzoo.reports.html import HtmlReport, add_run_info, add_training_curves, escape
 
-__all__ = ["build_detection_report", "draw_detections"]
+__all__ = ["build_detection_report", "draw_detections", "measured_model_summary", "place_label"]
 
 IOU_TYPE_TITLES = {"bbox": "box", "segm": "mask"}
 METRIC_DESCRIPTIONS = {
@@ -45,6 +45,7 @@ LINE_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
                "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
                "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5"]
 MAX_PR_CLASSES = 20
+PR_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "*"]
 MAX_AP_BARS = 80
 MAX_DRAWN_PREDICTIONS = 50
 
@@ -113,16 +114,60 @@ def _dashed_rectangle(draw: ImageDraw.ImageDraw, box: Sequence[float], color, wi
                       fill=color, width=width)
 
 
+def _overlap(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection area of two (x1, y1, x2, y2) rectangles."""
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def place_label(box: Sequence[float], size: tuple[float, float], image_size: tuple[int, int],
+                occupied: Sequence[Sequence[float]] = (), prefer: str = "top") -> tuple[float, float, float, float]:
+    """Where a label of `size` (w, h) for `box` (XYXY) goes: the first spot around the box's corners
+    (above / inside, left / right; `prefer` "bottom" starts below the box) that stays in the image and
+    overlaps none of the `occupied` rectangles; failing that, the first free spot in a column stacked
+    away from the box; failing that, the spot overlapping the least. Returns (x1, y1, x2, y2)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    tw, th = size
+    w, h = image_size
+    corners = [(x1, y1 - th), (x1, y1), (x2 - tw, y1 - th), (x2 - tw, y1)]
+    bottoms = [(x1, y2), (x1, y2 - th), (x2 - tw, y2), (x2 - tw, y2 - th)]
+    candidates = corners + bottoms if prefer == "top" else bottoms + corners
+    # stacked columns above and below the box, for crowds where every corner is taken
+    rows = max(1, int(h // max(th, 1.0)))
+    for k in range(1, rows + 1):
+        for x in (x1, x2 - tw):
+            candidates += [(x, y1 - th - k * th), (x, y2 + k * th)] if prefer == "top" else \
+                          [(x, y2 + k * th), (x, y1 - th - k * th)]
+    best, best_cost = None, math.inf
+    seen = set()
+    for cx, cy in candidates:
+        tx = min(max(0.0, cx), max(0.0, w - tw))
+        ty = min(max(0.0, cy), max(0.0, h - th))
+        if (tx, ty) in seen:
+            continue
+        seen.add((tx, ty))
+        rect = (tx, ty, tx + tw, ty + th)
+        cost = sum(_overlap(rect, o) for o in occupied)
+        if cost == 0:
+            return rect
+        if cost < best_cost:
+            best, best_cost = rect, cost
+    return best  # type: ignore[return-value]
+
+
 def draw_detections(image: Image.Image, boxes, labels, scores=None, masks=None, color_by_label: bool = True, *,
                     color: str | Sequence[int] = PRED_COLOR, dashed: bool = False, line_width: int | None = None,
                     font_size: int | None = None, mask_alpha: float = 0.45, show_text: bool = True,
-                    text_position: str = "top") -> Image.Image:
+                    text_position: str = "top", occupied: list | None = None) -> Image.Image:
     """A copy of `image` (RGB) with the boxes (N, 4 XYXY in image coordinates) outlined and captioned
     with their label (name or id) and score (when given); masks ((N, 1, H, W) probabilities or
     (N, H, W) bools, thresholded at 0.5; resized when not at the image size) are overlaid
     translucently. Colours are per label (stable across images) with `color_by_label`, else `color`.
     Captions sit above the box's top-left corner (`text_position` "top") or below its bottom-left
-    corner ("bottom"), moved inside the image where needed."""
+    corner ("bottom") where that spot is free; in crowded scenes they move to another corner or are
+    stacked beside the box (joined to it by a thin line), so that no caption covers another. Boxes are
+    drawn before captions, and earlier boxes (the highest scores, when sorted) get the first spots.
+    `occupied`, a list of (x1, y1, x2, y2), holds rectangles to keep clear (e.g. the captions of an
+    earlier call on the same image); the captions placed here are appended to it."""
     if text_position not in ("top", "bottom"):
         raise ValueError(f"text_position must be 'top' or 'bottom', got {text_position!r}")
     out = image.convert("RGB")
@@ -148,22 +193,28 @@ def draw_detections(image: Image.Image, boxes, labels, scores=None, masks=None, 
     font = _font(fs)
     for i in range(n):
         x1, y1, x2, y2 = (float(v) for v in boxes[i])
-        c = colors[i]
         if dashed:
-            _dashed_rectangle(draw, (x1, y1, x2, y2), c, lw, dash=max(3, 3 * lw))
+            _dashed_rectangle(draw, (x1, y1, x2, y2), colors[i], lw, dash=max(3, 3 * lw))
         else:
-            draw.rectangle((x1, y1, max(x1, x2), max(y1, y2)), outline=c, width=lw)
-        if not show_text:
-            continue
+            draw.rectangle((x1, y1, max(x1, x2), max(y1, y2)), outline=colors[i], width=lw)
+    if not show_text:
+        return out
+    placed = occupied if occupied is not None else []
+    for i in range(n):
+        x1, y1, x2, y2 = (float(v) for v in boxes[i])
+        c = colors[i]
         text = str(labels[i]) + (f" {score_list[i]:.2f}" if score_list is not None else "")
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         tw, th = right - left + 4, bottom - top + 3
-        tx = min(max(0.0, x1), max(0.0, w - tw))
-        if text_position == "top":
-            ty = y1 - th if y1 - th >= 0 else min(max(0.0, y1), max(0.0, h - th))
-        else:
-            ty = y2 if y2 + th <= h else max(0.0, min(y2, h) - th)
-        draw.rectangle((tx, ty, tx + tw, ty + th), fill=c)
+        tx, ty, tx2, ty2 = place_label((x1, y1, max(x1, x2), max(y1, y2)), (tw, th), (w, h), placed,
+                                       prefer=text_position)
+        placed.append((tx, ty, tx2, ty2))
+        if _overlap((tx - 1, ty - 1, tx2 + 1, ty2 + 1), (x1, y1, max(x1, x2) + 1, max(y1, y2) + 1)) == 0:
+            # a caption moved away from its box: a leader line from its nearest corner to the box
+            lx = tx if abs(tx - x1) <= abs(tx2 - x1) else tx2
+            ly = ty2 if ty2 <= y1 else ty
+            draw.line([(lx, ly), (min(max(lx, x1), x2), min(max(ly, y1), y2))], fill=c, width=1)
+        draw.rectangle((tx, ty, tx2, ty2), fill=c)
         light = 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2] > 150
         draw.text((tx + 2 - left, ty + 1 - top), text, fill=(0, 0, 0) if light else (255, 255, 255), font=font)
     return out
@@ -194,19 +245,76 @@ def _example_image(image: Image.Image, gt: Mapping, pred: Mapping, score_thresho
     scores = (np.ones(len(p["labels"])) if p["scores"] is None
               else _to_numpy(p["scores"], np.float64).reshape(-1))
     order = [i for i in np.argsort(-scores, kind="stable") if scores[i] >= score_threshold][:MAX_DRAWN_PREDICTIONS]
+    captions: list = []  # ground-truth and prediction captions keep clear of each other
     canvas = draw_detections(canvas, g["boxes"], g["labels"], masks=g.get("masks"), color_by_label=False,
-                             color=GT_COLOR, dashed=True, text_position="bottom")
+                             color=GT_COLOR, dashed=True, text_position="bottom", occupied=captions)
     p_masks = p.get("masks")
     canvas = draw_detections(canvas, p["boxes"][order], [p["labels"][i] for i in order],
                              scores=scores[order] if p["scores"] is not None else None,
                              masks=p_masks[order] if p_masks is not None else None, color_by_label=False,
-                             color=PRED_COLOR)
+                             color=PRED_COLOR, occupied=captions)
     parts = []
     if gt.get("image_id") is not None:
         parts.append(f"image {gt['image_id']}")
     parts.append(f"{len(g['labels'])} ground truth")
     parts.append(f"{len(order)} of {len(p['labels'])} predictions shown (score \u2265 {score_threshold:g})")
     return canvas, " \u00b7 ".join(parts)
+
+
+# ---- model table ----------------------------------------------------------------------------------
+def _unwrapped(model):
+    model = getattr(model, "module", model)  # DDP
+    return getattr(model, "_orig_mod", model)  # torch.compile
+
+
+def measured_model_summary(model, sample, summary: Mapping | None = None) -> dict:
+    """`summary` with the detector's real input size and GFLOPs, measured on `sample` = (image tensor
+    (3, H, W) in [0, 1], target), one evaluation sample (its ``proposals`` feed Fast R-CNN).
+
+    A detector resizes each image itself (shorter side to ``min_size``, longer side at most
+    ``max_size``), so a config's ``data.input_size`` says nothing about it; the size reported is the
+    one the backbone sees. GFLOPs are multiply-adds (FlopCounterMode's count / 2, as in the
+    classification table) of one inference forward on that image, on the CPU: the RoI heads' share
+    depends on how many proposals the image yields, so the figure is for this image."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    out = dict(summary or {})
+    net = _unwrapped(model)
+    transform = getattr(net, "transform", None)
+    image, target = sample
+    image = image.as_subclass(torch.Tensor) if isinstance(image, torch.Tensor) else torch.as_tensor(image)
+    if transform is not None and hasattr(transform, "min_size"):
+        min_size = transform.min_size[-1] if isinstance(transform.min_size, (list, tuple)) else transform.min_size
+        out["resize"] = f"shorter side {int(min_size)}, longer side at most {int(transform.max_size)}"
+    proposals = None
+    if getattr(net, "needs_proposals", False):
+        proposals = target.get("proposals") if isinstance(target, Mapping) else None
+        if proposals is None:
+            out["gflops"] = None
+            return out
+        proposals = [proposals.as_subclass(torch.Tensor).float()]
+    device = next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            x = [image.to(device).float()]
+            if transform is not None:
+                out["input_size"] = [int(v) for v in transform(x)[0].tensors.shape[1:]]
+            else:
+                out["input_size"] = [int(v) for v in image.shape]
+            with FlopCounterMode(display=False) as counter:
+                net(x, None, proposals=[p.to(device) for p in proposals]) if proposals is not None else net(x)
+        out["gflops"] = counter.get_total_flops() / 2 / 1e9
+        out["gflops_measured_on"] = (f"one {image.shape[-1]}\u00d7{image.shape[-2]} image of the evaluated split"
+                                     + (f", {len(proposals[0])} proposals" if proposals is not None else ""))
+    except Exception as e:  # a model this cannot run: the report still gets written, saying why
+        out["gflops"] = None
+        out["gflops_measured_on"] = f"not measured ({type(e).__name__}: {e})"[:200]
+    finally:
+        net.train(was_training)
+    return out
 
 
 # ---- figures --------------------------------------------------------------------------------------
@@ -272,12 +380,20 @@ def _pr_figure(pr_curves: Mapping, per_class: Mapping, iou_types: Sequence[str],
         shown_max = max(shown_max, len(names))
         recall = np.asarray(curves["recall"], dtype=np.float64)
         cmap = [LINE_COLORS[i % len(LINE_COLORS)] for i in range(len(names))]
+        # Curves often coincide (all at precision 1.0 up to some recall): each later line is drawn
+        # thinner on top of the earlier ones, so coinciding stretches show as nested bands, and each
+        # class has its own marker at recall positions staggered against the other classes'.
+        k = len(names)
+        every = max(4, len(recall) // 8)
         for i, name in enumerate(names):
             ap50 = stats.get(name, {}).get("AP50")
             label = f"{_truncate(name, 16)} ({ap50:.2f})" if isinstance(ap50, numbers.Real) else _truncate(name, 16)
-            ax.plot(recall, precision[name], color=cmap[i], linewidth=1.4, label=label)
+            width = 1.2 + 2.6 * (k - 1 - i) / max(1, k - 1)
+            ax.plot(recall, precision[name], color=cmap[i], linewidth=width, alpha=0.9, label=label,
+                    marker=PR_MARKERS[i % len(PR_MARKERS)], markersize=4.5, markeredgewidth=0.8,
+                    markevery=(int(round(i * every / k)) % every, every), solid_capstyle="butt")
         ax.set_xlim(0, 1.0)
-        ax.set_ylim(0, 1.03)
+        ax.set_ylim(0, 1.06)
         thr = curves.get("iou_threshold", 0.5)
         _style(ax, f"{IOU_TYPE_TITLES.get(t, t).capitalize()} precision\u2013recall at IoU {thr:g}", "recall",
                "precision")
@@ -401,15 +517,16 @@ _LEGEND = (
 )
 
 
-def _examples(report: HtmlReport, examples, score_threshold: float) -> None:
+def _examples(report: HtmlReport, examples, score_threshold: float, split: str | None) -> None:
     report.add_section("Example detections")
     if not examples:
         report.add_note("No example images are available for this dataset.")
         return
     items = [_example_image(image, gt, pred, score_threshold) for image, gt, pred in examples]
     report.add_html(_LEGEND)
+    source = f"images of the {split} split" if split else "evaluated images"
     report.add_image_grid(None, items, columns=2, max_size=640,
-                          caption=f"{len(items)} validation images; predictions below score {score_threshold:g} "
+                          caption=f"{len(items)} {source}; predictions below score {score_threshold:g} "
                                   "are not drawn.")
 
 
@@ -425,6 +542,7 @@ def build_detection_report(
     model_summary: Mapping | None = None,
     run_info: Mapping | None = None,
     score_threshold: float = 0.5,
+    split: str | None = None,
 ) -> Path:
     """Write the detection report for `metrics` (from ``CocoEvaluator.compute()``) to `out_path` as one
     self-contained HTML file and return its path.
@@ -432,7 +550,10 @@ def build_detection_report(
     `examples` are (image, ground truth, prediction) with ``boxes`` (N, 4 XYXY in image coordinates),
     ``labels`` (names), prediction ``scores`` and optional ``masks``; a ground truth's optional
     ``image_id`` goes into the caption. Predictions scoring below `score_threshold` are not drawn.
-    Missing pieces (no log, no examples, no run info) become a short note."""
+    Missing pieces (no log, no examples, no run info) become a short note. `split` names the evaluated
+    split in the captions (default: ``run_info["evaluated"]["split"]`` when there)."""
+    if split is None and isinstance(run_info, Mapping) and isinstance(run_info.get("evaluated"), Mapping):
+        split = run_info["evaluated"].get("split")
     class_names = [str(c) for c in class_names]
     types = _iou_types(metrics)
     order = _class_order(class_names, metrics.get("per_class") or {})
@@ -447,6 +568,6 @@ def build_detection_report(
     add_training_curves(report, log_records)
     _per_class(report, metrics, types, order)
     _pr_section(report, metrics, types, order)
-    _examples(report, examples, score_threshold)
+    _examples(report, examples, score_threshold, split)
     add_run_info(report, run_info)
     return report.write(out_path)

@@ -53,6 +53,11 @@ DATA_PARAMS = {
     "selective_search": {"mode": "fast"},  # keyword arguments of visionzoo.proposals.SelectiveSearch
     "proposal_cache_dir": ".cache/proposals",  # relative to data.root unless absolute
     "proposal_workers": 0,
+    "classes": None,  # VOC / YOLO: class names in label order (default VOC's 20, or root/classes.txt, data.yaml)
+    "label_dir": "labels/{split}",  # YOLO: label folder (one .txt per image), relative to data.root
+    "split_seed": 1,  # Penn-Fudan: seed of the split permutation (1: the torchvision tutorial's test images)
+    "test_size": 50,  # Penn-Fudan: images held out for test (the last of the permutation)
+    "val_size": 20,  # Penn-Fudan: images before them held out for validation
 }
 
 
@@ -119,9 +124,24 @@ def build_detection_dataset(cfg, split: str, train: bool, masks: bool | None = N
             raise ValueError("data.dataset = voc has no instance masks; use a box-only model (faster_rcnn_*, "
                              "fast_rcnn_*) or COCO-format data")
         ds = VOCDetection(root, split=split, year=params["year"], transform=transform, keep_difficult=not train,
-                          on_corrupt=d.on_corrupt, max_image_pixels=d.max_image_pixels)
+                          classes=params["classes"], on_corrupt=d.on_corrupt, max_image_pixels=d.max_image_pixels)
+    elif d.dataset == "pennfudan":
+        from visionzoo.datasets.pennfudan import PennFudanDetection
+
+        ds = PennFudanDetection(root, split=split, transform=transform, masks=want_masks, seed=params["split_seed"],
+                                test_size=params["test_size"], val_size=params["val_size"], on_corrupt=d.on_corrupt,
+                                max_image_pixels=d.max_image_pixels)
+    elif d.dataset == "yolo":
+        from visionzoo.datasets.yolo import YOLODetection
+
+        if want_masks:
+            raise ValueError("data.dataset = yolo has boxes only; use a box-only model (faster_rcnn_*)")
+        ds = YOLODetection(root, split=split, image_dir=params["image_dir"], label_dir=params["label_dir"],
+                           classes=params["classes"], transform=transform, on_corrupt=d.on_corrupt,
+                           max_image_pixels=d.max_image_pixels)
     else:
-        raise ValueError(f"data.dataset = {d.dataset!r} is not a detection dataset; expected 'coco' or 'voc'")
+        raise ValueError(f"data.dataset = {d.dataset!r} is not a detection dataset; expected 'coco', 'voc', "
+                         "'pennfudan' or 'yolo'")
     if proposals:
         _attach_proposals(ds, cfg, split, train, progress)
     return ds
@@ -221,6 +241,7 @@ class DetectionAccumulator(Accumulator):
 
 class DetectionTask(Task):
     name = "detection"
+    variable_input_size = True  # images keep their own sizes: cuDNN autotuning off by default
     loss_config = DetectionLoss
     eval_config = DetectionEval
     augment_config = DetectionAugment
@@ -244,6 +265,8 @@ class DetectionTask(Task):
             from visionzoo.datasets.voc import voc_year_root
 
             return (voc_year_root(root, params["year"]) / "ImageSets" / "Main" / f"{split}.txt").is_file()
+        if cfg.data.dataset == "yolo":
+            return (root / params["image_dir"].format(split=split)).is_dir()
         return True
 
     def collate(self, samples):
@@ -316,9 +339,12 @@ class DetectionTask(Task):
 
     def write_report(self, out_path: Path, *, metrics, dataset, accumulator, model, model_summary, log_records,
                      run_info, cfg, title) -> Path:
-        from visionzoo.tasks.detection.report import build_detection_report
+        from visionzoo.tasks.detection.report import build_detection_report, measured_model_summary
 
         names = list(dataset.classes)
+        if len(dataset):  # the detector's own resize and its GFLOPs, on an evaluated image
+            model_summary = measured_model_summary(model, dataset[min(accumulator.examples, default=0)],
+                                                   model_summary)
         examples = []
         for index, pred in sorted(accumulator.examples.items()):
             image = dataset.load_image(index)

@@ -67,6 +67,7 @@ class FeatureExtractor(nn.Module):
     name: str
     dim: int
     comparable_to_published: bool = False
+    channels: int = 3  # what the network takes: grey images are repeated to 3 channels, or stay 1 for 1-channel nets
 
     def __init__(self, input_size: tuple[int, int]):
         super().__init__()
@@ -101,7 +102,9 @@ class FeatureExtractor(nn.Module):
                     f"{self.name}: expected images in [0, 1], got values in [{lo:.4g}, {hi:.4g}]"
                     + (" (generator outputs in [-1, 1] must be mapped with (x + 1) / 2 first)" if lo < 0 else "")
                 )
-        if images.shape[1] == 1:
+        if images.shape[1] != self.channels:
+            if self.channels == 1:
+                raise ValueError(f"{self.name}: takes grey images (B, 1, H, W), got {images.shape[1]} channels")
             images = images.expand(-1, 3, -1, -1)
         if tuple(images.shape[-2:]) != self.input_size:
             images = F.interpolate(images, size=self.input_size, mode="bilinear", align_corners=False,
@@ -113,7 +116,11 @@ class FeatureExtractor(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        features = self._features(self._prepare(images))
+        images = self._prepare(images)
+        # Always float32, also inside a training run's bf16/fp16 autocast: FID's covariances amplify the
+        # rounding of half-precision features.
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            features = self._features(images)
         return features.reshape(features.shape[0], -1).float()
 
     def extra_repr(self) -> str:
@@ -287,9 +294,12 @@ class ZooClassifierFeatures(FeatureExtractor):
         if missing:
             raise ValueError(f"{model_name} weights {weights!r}: the model card lacks {missing}; cannot normalise")
         channels, height, width = cfg["input_size"]
-        if channels != 3:
-            raise ValueError(f"{model_name} weights {weights!r}: expected a 3-channel classifier, got {channels}")
+        # the normalisation has one value per input channel (a grey classifier's card may still say 3 channels)
+        channels = len(cfg["mean"]) if len(cfg["mean"]) == len(cfg["std"]) else channels
+        if channels not in (1, 3):
+            raise ValueError(f"{model_name} weights {weights!r}: expected a 1- or 3-channel classifier, got {channels}")
         super().__init__((height, width))
+        self.channels = channels
 
         # Drop the head: the registry names it by its state-dict prefix, e.g. "fc." or "classifier.6.".
         head_name = entry.head_prefixes[0].rstrip(".")
@@ -300,9 +310,11 @@ class ZooClassifierFeatures(FeatureExtractor):
             raise ValueError(f"{model_name}: expected a Linear head at {head_name}, got {type(head).__name__}")
         setattr(parent, attr, nn.Identity())  # also works for nn.Sequential children ("classifier.6")
         self.model = model.eval()
+        self.head = head.eval()  # head(features) = the classifier's logits (e.g. a conditional GAN's accuracy)
+        self.class_names = list(cfg.get("class_names") or [])
         self.dim = head.in_features
-        self.register_buffer("mean", torch.tensor(cfg["mean"], dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(cfg["std"], dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(cfg["mean"], dtype=torch.float32).view(1, channels, 1, 1))
+        self.register_buffer("std", torch.tensor(cfg["std"], dtype=torch.float32).view(1, channels, 1, 1))
         tag = Path(str(weights)).stem if os.sep in str(weights) else str(weights)
         file_name = Path(cfg.get("file", "")).name or "?"
         self.name = (f"{model_name}.{tag} (visionzoo classifier, weights {file_name}, "

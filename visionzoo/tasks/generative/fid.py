@@ -134,8 +134,9 @@ def kid_from_features(
 ) -> tuple[float, float]:
     """KID: mean and standard deviation over `subsets` random subsets of the unbiased polynomial MMD^2.
 
-    Each subset draws min(subset_size, n_real, n_fake) rows without replacement from each set, using
-    numpy's generator seeded with `seed`, so the result is deterministic for a seed.
+    Each subset draws `subset_size` rows without replacement from each set, using numpy's generator seeded
+    with `seed`, so the result is deterministic for a seed. A `subset_size` larger than either set is an
+    error, as in torch-fidelity (a silently smaller subset would change the estimate's spread).
     """
     r = _as_feature_matrix(real, "KID real features")
     f = _as_feature_matrix(fake, "KID fake features")
@@ -143,12 +144,13 @@ def kid_from_features(
         raise ValueError(f"real and fake features must have the same dimension, got {r.shape[1]} and {f.shape[1]}")
     if isinstance(subsets, bool) or int(subsets) != subsets or subsets < 1:
         raise ValueError(f"subsets must be a positive integer, got {subsets!r}")
-    m = min(int(subset_size), r.shape[0], f.shape[0])
-    if m < 2:
-        raise ValueError(
-            f"KID needs at least 2 samples per subset: subset_size={subset_size}, "
-            f"n_real={r.shape[0]}, n_fake={f.shape[0]}"
-        )
+    if isinstance(subset_size, bool) or int(subset_size) != subset_size or subset_size < 2:
+        raise ValueError(f"KID needs at least 2 samples per subset: subset_size={subset_size!r}")
+    m = int(subset_size)
+    for label, n in (("real", r.shape[0]), ("fake", f.shape[0])):
+        if m > n:
+            raise ValueError(f"KID subset_size={m} is larger than the {n} {label} samples: lower the subset size "
+                             f"(eval.kid_subset_size) or evaluate more samples")
     rng = np.random.default_rng(seed)
     values = np.empty(int(subsets), dtype=np.float64)
     for i in range(int(subsets)):

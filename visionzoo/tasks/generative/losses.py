@@ -7,12 +7,17 @@ import torch.nn.functional as F
 
 
 def reconstruction_loss(x_hat: torch.Tensor, x: torch.Tensor, kind: str) -> torch.Tensor:
-    """Mean squared error or binary cross-entropy per pixel (images in [0, 1])."""
-    if kind == "mse":
-        return F.mse_loss(x_hat, x)
-    if kind == "bce":
+    """Mean squared error or binary cross-entropy per pixel (images in [0, 1]), in float32.
+
+    CUDA autocast refuses `binary_cross_entropy` on probabilities (bf16/fp16 logs lose too much), so the
+    loss runs outside autocast on float32 copies; CPU autocast would allow it, which hides the error."""
+    if kind not in ("mse", "bce"):
+        raise ValueError(f"loss.recon = {kind!r}; expected 'mse' or 'bce'")
+    with torch.autocast(device_type=x_hat.device.type, enabled=False):
+        x_hat, x = x_hat.float(), x.float()
+        if kind == "mse":
+            return F.mse_loss(x_hat, x)
         return F.binary_cross_entropy(x_hat.clamp(1e-6, 1 - 1e-6), x)
-    raise ValueError(f"loss.recon = {kind!r}; expected 'mse' or 'bce'")
 
 
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:

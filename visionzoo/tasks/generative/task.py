@@ -8,7 +8,7 @@ samples of every epoch are written by `after_epoch`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -21,7 +21,14 @@ from visionzoo.tasks.generative import losses
 from visionzoo.tasks.generative.metrics import AutoencoderAccumulator, GANAccumulator, VAEAccumulator
 
 PROGRESS_DIR = "progress"  # run_dir/progress/epoch_NNN.png: fixed-noise samples (or reconstructions) per epoch
-DATA_PARAMS = {"train_samples": None, "eval_samples": None, "seed": 0, "grayscale": False}
+DATA_PARAMS = {"train_samples": None, "eval_samples": None, "seed": 0, "grayscale": False,
+               # MNIST / Fashion-MNIST: the validation part carved out of train (datasets/digits.py)
+               "val_size": 5000, "split_seed": 0,
+               # "bernoulli": binarise grey levels by sampling, afresh each epoch for training (seeded per
+               # sample and epoch), once with binarize_seed for evaluation splits; None: grey images
+               "binarize": None, "binarize_seed": 0}
+BINARIZE = (None, "bernoulli")
+DIGIT_DATASETS = ("mnist", "fashion_mnist")
 
 
 @dataclass
@@ -43,6 +50,8 @@ class GenerativeEval:
     fid_features: Optional[str] = None  # "zoo:resnet18:shapes", "inception:PATH" or PATH; None: env var, else zoo
     kid_subsets: int = 100
     kid_subset_size: int = 500  # subsets of the (default 1000) evaluation images: a spread, not one number
+    fid_train_floor: bool = False  # also score the training images against the evaluation images (a floor)
+    extra_corruptions: list[str] = field(default_factory=list)  # denoising AEs: also scored on e.g. "masking:0.25"
     collapse_ratio: float = 0.2  # warn when generated samples' diversity < this x the real images'
     seed: int = 0  # fixed noise of the progress grids and report samples
     grid_samples: int = 64
@@ -64,11 +73,21 @@ def data_range(kind: str) -> str:
 
 
 def image_channels(cfg) -> int:
-    return 1 if cfg.data.params.get("grayscale") else 3
+    return 1 if cfg.data.params.get("grayscale") or cfg.data.dataset in DIGIT_DATASETS else 3
 
 
 def unwrap(model):
     return getattr(model, "module", getattr(model, "_orig_mod", model))
+
+
+class UnitFloat:
+    """uint8 image tensor -> float32 in [0, 1] (the in-memory digit sets need nothing else: one cheap op)."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(torch.float32).div_(255)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
 
 
 class GenerativeImages(Dataset):
@@ -121,6 +140,16 @@ class GenerativeTask(Task):
         params = checked_data_params(cfg, DATA_PARAMS, "generative")
         kind, _ = model_kind(cfg)
         size = d.input_size
+        if params["binarize"] not in BINARIZE:
+            raise ValueError(f"data.params.binarize = {params['binarize']!r}; expected one of {BINARIZE}")
+        if params["binarize"] and d.dataset not in DIGIT_DATASETS:
+            raise ValueError(f"data.params.binarize is for grey digit images ({', '.join(DIGIT_DATASETS)}), "
+                             f"not data.dataset = {d.dataset!r}")
+        num = params["train_samples"] if train else params["eval_samples"]
+        if d.dataset in DIGIT_DATASETS:
+            base, transform = self._digits(cfg, split, train, params, num)
+            dataset = GenerativeImages(base, transform, data_range(kind))
+            return self._checked_gan_eval(cfg, dataset, split) if kind == "gan" and not train else dataset
         ops: list = [v2.ToImage()]
         if d.dataset == "image_folder":
             ops += [v2.Resize(size, antialias=True), v2.CenterCrop(size)]
@@ -130,7 +159,6 @@ class GenerativeTask(Task):
             ops.append(v2.RandomHorizontalFlip(cfg.data.augment.hflip))
         ops.append(v2.ToDtype(torch.float32, scale=True))
         transform = v2.Compose(ops)
-        num = params["train_samples"] if train else params["eval_samples"]
         if d.dataset == "shapes":
             from visionzoo.datasets.shapes import ShapesClassification
 
@@ -146,16 +174,57 @@ class GenerativeTask(Task):
                 base = torch.utils.data.Subset(base, range(min(num, len(base))))
                 base.classes = base.dataset.classes
         else:
-            raise ValueError(f"data.dataset = {d.dataset!r} is not a generative dataset; expected 'shapes' or "
-                             "'image_folder'")
+            raise ValueError(f"data.dataset = {d.dataset!r} is not a generative dataset; expected 'shapes', "
+                             "'image_folder', 'mnist' or 'fashion_mnist'")
         dataset = GenerativeImages(base, transform, data_range(kind))
-        if kind == "gan" and not train:  # fail before training, not at the first validation
-            extractor = self.feature_extractor(cfg, "cpu")
-            if len(dataset) <= extractor.dim:
-                raise ValueError(f"FID with {extractor.name} needs more samples than feature dimensions "
-                                 f"({extractor.dim}): split {split!r} has {len(dataset)} images; set "
-                                 f"data.params.eval_samples to at least {extractor.dim + 1} (more is better)")
+        return self._checked_gan_eval(cfg, dataset, split) if kind == "gan" and not train else dataset
+
+    def split_exists(self, cfg, split: str) -> bool:
+        if cfg.data.dataset in DIGIT_DATASETS:  # splits carved from the official files, not folders
+            from visionzoo.datasets.digits import SPLITS
+
+            return split in SPLITS
+        return super().split_exists(cfg, split)
+
+    @staticmethod
+    def _digits(cfg, split, train, params, num):
+        """MNIST / Fashion-MNIST (28 px grey, in memory) and its transform; binarised when asked: a Bernoulli
+        draw per sample and epoch for training, one seeded draw (binarize_seed) of the whole split otherwise."""
+        from visionzoo.datasets.binarize import DynamicBinarize, binarize_fixed
+        from visionzoo.datasets.digits import MNIST
+
+        d = cfg.data
+        if not d.root:
+            raise ValueError(f"data.root is required for data.dataset = {d.dataset} (the folder of its IDX files)")
+        if d.input_size != 28:
+            raise ValueError(f"data.input_size = {d.input_size}; {d.dataset} images are 28 x 28 (set 28)")
+        if params["grayscale"] is False and "grayscale" in d.params:
+            raise ValueError(f"{d.dataset} images are grey; data.params.grayscale must be true (or left out)")
+        base = MNIST(d.root, split, None, fashion=d.dataset == "fashion_mnist", download=d.download,
+                     val_size=params["val_size"], split_seed=params["split_seed"])
+        ops: list = [UnitFloat()]
+        if params["binarize"] and train:
+            ops.append(DynamicBinarize())
+        elif params["binarize"]:
+            base.images = binarize_fixed(base.images, params["binarize_seed"])
+            base.description += f", binarised once with torch.bernoulli, seed {params['binarize_seed']}"
+        if train and cfg.data.augment.hflip > 0:
+            ops.append(v2.RandomHorizontalFlip(cfg.data.augment.hflip))
+        if num is not None:
+            keep = slice(0, min(num, len(base)))
+            base.images, base.labels = base.images[keep], base.labels[keep]
+            base.targets = base.labels.tolist()
+        return base, v2.Compose(ops) if len(ops) > 1 else ops[0]
+
+    def _checked_gan_eval(self, cfg, dataset, split):
+        # fail before training, not at the first validation
+        extractor = self.feature_extractor(cfg, "cpu")
+        if len(dataset) <= extractor.dim:
+            raise ValueError(f"FID with {extractor.name} needs more samples than feature dimensions "
+                             f"({extractor.dim}): split {split!r} has {len(dataset)} images; set "
+                             f"data.params.eval_samples to at least {extractor.dim + 1} (more is better)")
         return dataset
+
 
     def to_device(self, batch, device, channels_last):
         images, labels, seeds, indices = batch
@@ -209,8 +278,11 @@ class GenerativeTask(Task):
             return {"loss": loss, "mse": torch.nn.functional.mse_loss(x_hat.detach(), x)}
         if core.kind == "vae":
             terms = model(core.prepare_data(x), y)
-            return {"loss": terms["loss"], "recon_nll": terms["recon_nll"].detach().mean(),
-                    "kl": terms["kl"].detach().mean(), "elbo": terms["elbo"].detach().mean()}
+            out = {"loss": terms["loss"], "recon_nll": terms["recon_nll"].detach().mean(),
+                   "kl": terms["kl"].detach().mean(), "elbo": terms["elbo"].detach().mean()}
+            if "iwae_bound" in terms:
+                out["iwae_bound"] = terms["iwae_bound"].detach().mean()
+            return out
         return self._gan_losses(core, x, y, phase, cfg)
 
     def _gan_losses(self, gan, x, y, phase, cfg):
@@ -250,15 +322,40 @@ class GenerativeTask(Task):
     def new_accumulator(self, cfg, dataset):
         kind, extra = model_kind(cfg)
         if kind == "autoencoder":
-            return AutoencoderAccumulator(denoising=bool(extra.get("denoising")))
+            from visionzoo.models.autoencoder import parse_corruption
+
+            extras = [f"{k}_{v:g}" for k, v in map(parse_corruption, cfg.eval.extra_corruptions)]
+            if extras and not extra.get("denoising"):
+                raise ValueError(f"eval.extra_corruptions is for denoising autoencoders, not {cfg.model.name}")
+            return AutoencoderAccumulator(denoising=bool(extra.get("denoising")), extra_corruptions=extras)
         if kind == "vae":
             likelihood = cfg.model.kwargs.get("likelihood") or _default_kwarg(cfg.model.name, "likelihood")
+            binarize = cfg.data.params.get("binarize")
+            binary = (f"binarised images: one torch.bernoulli draw of the grey levels, seed "
+                      f"{cfg.data.params.get('binarize_seed', 0)} (data.params.binarize_seed)") if binarize else \
+                "binarised images (pixel > 0.5)"
             return VAEAccumulator(dims=image_channels(cfg) * cfg.data.input_size ** 2,
-                                  dequantized=likelihood == "gaussian",
-                                  k=cfg.eval.iwae_k)
+                                  dequantized=likelihood == "gaussian", k=cfg.eval.iwae_k, binary_data=binary)
         extractor = self.feature_extractor(cfg, "cpu")
+        reference = (lambda: self.training_features(cfg)) if cfg.eval.fid_train_floor else None
         return GANAccumulator(extractor.name, cfg.eval.kid_subsets, cfg.eval.kid_subset_size,
-                              cfg.eval.collapse_ratio, cfg.eval.seed)
+                              cfg.eval.collapse_ratio, cfg.eval.seed, reference=reference)
+
+    def training_features(self, cfg, batch_size: int = 500) -> torch.Tensor:
+        """The FID extractor's features of every image of the training split (no augmentation), computed once
+        per process: the reference side of the train-vs-evaluation floor."""
+        key = (cfg.eval.fid_features, cfg.data.dataset, cfg.data.root, cfg.data.train_split,
+               str(sorted(cfg.data.params.items())))
+        cache = self.__dict__.setdefault("_training_features", {})
+        if key not in cache:
+            dataset = self.build_dataset(cfg, cfg.data.train_split, train=False)
+            extractor = self.feature_extractor(cfg, "cpu")
+            chunks = []
+            for start in range(0, len(dataset), batch_size):
+                images = torch.stack([dataset.image(i) for i in range(start, min(start + batch_size, len(dataset)))])
+                chunks.append(extractor(images))
+            cache[key] = torch.cat(chunks).double()
+        return cache[key]
 
     def eval_outputs(self, model, batch, cfg):
         x, y, seeds, indices = batch
@@ -267,7 +364,15 @@ class GenerativeTask(Task):
         if model.kind == "autoencoder":
             x_in = x if model.corruption is None else torch.cat(
                 [model.corrupt(x[i:i + 1], generator=g) for i, g in enumerate(gens)])
-            return model(x_in), x_in
+            extras = {}
+            for spec in cfg.eval.extra_corruptions:
+                from visionzoo.models.autoencoder import corrupt_images, parse_corruption
+
+                kind, amount = parse_corruption(spec)
+                # each image's own generator goes on from where its main corruption left it: fixed per image
+                extra_in = torch.cat([corrupt_images(x[i:i + 1], kind, amount, g) for i, g in enumerate(gens)])
+                extras[f"{kind}_{amount:g}"] = (model(extra_in), extra_in)
+            return model(x_in), x_in, extras
         if model.kind == "vae":
             data = torch.cat([model.prepare_data(x[i:i + 1], generator=g) for i, g in enumerate(gens)])
             noise = torch.stack([torch.randn(model.latent_dim, generator=g, device=x.device) for g in gens])
@@ -282,7 +387,14 @@ class GenerativeTask(Task):
         z = torch.stack([torch.randn(model.latent_dim, generator=g, device=x.device) for g in gens])
         fake = model.generator(z, y)
         extractor = self.feature_extractor(cfg, x.device)
-        return extractor(x * 0.5 + 0.5), extractor(fake * 0.5 + 0.5)
+        real_features, fake_features = extractor(x * 0.5 + 0.5), extractor(fake * 0.5 + 0.5)
+        correct = None
+        head = getattr(extractor, "head", None)
+        if y is not None and head is not None and head.out_features == model.num_classes:
+            # a conditional sample counts as right when the extractor's classifier gives it the class it was
+            # drawn for (lenet5.mnist on MNIST: does the model draw the digit it was asked for)
+            correct = head(fake_features).argmax(1) == y
+        return real_features, fake_features, correct
 
     def scalar_metrics(self, metrics: dict) -> dict[str, float]:
         return {k: float(v) for k, v in metrics.items()

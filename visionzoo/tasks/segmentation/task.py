@@ -86,7 +86,12 @@ def build_segmentation_dataset(cfg, split: str, train: bool):
     if d.dataset == "folder":
         return MaskFolderSegmentation(d.root, split, image_dir=params["image_dir"], mask_dir=params["mask_dir"],
                                       **common)
-    raise ValueError(f"data.dataset = {d.dataset!r} is not a segmentation dataset; expected 'voc' or 'folder'")
+    if d.dataset == "camvid":
+        from visionzoo.datasets.camvid import CamVidSegmentation
+
+        return CamVidSegmentation(d.root, split, **common)
+    raise ValueError(f"data.dataset = {d.dataset!r} is not a segmentation dataset; expected 'voc', 'folder' or "
+                     "'camvid'")
 
 
 def denormalize(images: torch.Tensor, mean, std) -> torch.Tensor:
@@ -195,6 +200,7 @@ class SegmentationAccumulator(Accumulator):
 
 class SegmentationTask(Task):
     name = "segmentation"
+    variable_input_size = True  # images keep their own sizes: cuDNN autotuning off by default
     loss_config = SegmentationLoss
     eval_config = SegmentationEval
     augment_config = SegmentationAugment
@@ -217,6 +223,10 @@ class SegmentationTask(Task):
             return (voc_year_root(root, params["year"]) / "ImageSets" / "Segmentation" / f"{split}.txt").is_file()
         if cfg.data.dataset == "folder":
             return (root / params["image_dir"].format(split=split)).is_dir()
+        if cfg.data.dataset == "camvid":
+            from visionzoo.datasets.camvid import camvid_root
+
+            return (camvid_root(root) / split).is_dir()
         return True
 
     def collate(self, samples):
@@ -246,6 +256,15 @@ class SegmentationTask(Task):
         }
 
     # ---- training -----------------------------------------------------------------------------
+    def _class_weights(self, values: tuple[float, ...], device: torch.device) -> torch.Tensor:
+        """loss.class_weights as a tensor on `device`, built once: a list -> GPU tensor copy every step would be
+        a blocking host-to-device transfer."""
+        cache = self.__dict__.setdefault("_class_weight_cache", {})
+        key = (values, str(device))
+        if key not in cache:
+            cache[key] = torch.tensor(values, dtype=torch.float32, device=device)
+        return cache[key]
+
     def training_losses(self, model, batch, phase, cfg):
         images, masks, _ = batch
         out = model(images)
@@ -257,7 +276,7 @@ class SegmentationTask(Task):
             if len(cfg.loss.class_weights) != n:
                 raise ValueError(f"loss.class_weights has {len(cfg.loss.class_weights)} values, but the model "
                                  f"predicts {n} classes")
-            weight = torch.as_tensor(cfg.loss.class_weights, dtype=torch.float32, device=images.device)
+            weight = self._class_weights(tuple(cfg.loss.class_weights), images.device)
         losses = {}
         for name, logits in out.items():
             losses[f"loss_{name}"] = F.cross_entropy(logits.float(), masks, weight=weight, ignore_index=255,

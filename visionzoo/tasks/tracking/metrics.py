@@ -5,15 +5,27 @@ Two protocols share the per-frame IoU on continuous (x, y, w, h) boxes (no +1 pi
 * OTB (one-pass evaluation): per sequence, the success curve S(t) = fraction of frames with IoU > t for
   t in :data:`SUCCESS_THRESHOLDS` (its mean over the 21 thresholds is the "AUC") and the precision curve
   P(tau) = fraction of frames with centre error <= tau px for tau in :data:`PRECISION_THRESHOLDS`
-  (P(20) is the precision score); every frame with a ground-truth box counts, the first included. The
-  curves are then averaged over sequences.
+  (P(20) is the precision score); every frame with a ground-truth box of positive size counts, the
+  first included. The curves are then averaged over sequences.
 * GOT-10k: frame 0 (the initialisation) and frames where the target is not visible (cover == 0 or
   absent) are dropped; AO is the mean IoU over the remaining frames of *all* sequences pooled, SR_t the
   fraction of them with IoU > t.
 
-A frame whose ground truth is missing (a NaN row, or zero width / height) is not scored at all, while a
-missing prediction (a NaN row) on a scored frame counts as a failure (IoU 0, infinite centre error), so
-a tracker cannot gain by giving up.
+Two IoU conventions for AO / SR (:data:`IOU_CONVENTIONS`), chosen with `iou_convention`:
+
+* ``"got10k"`` (the default): the official toolkit's ``rect_iou`` (:func:`rect_iou`), so AO equals the
+  figures published with it. With the image bound, each box's x, y are clamped to [0, W] x [0, H] and
+  then its width / height to [0, W - x] x [0, H - y]: a box sticking out on the left or top is shifted
+  onto the image, keeping its size, rather than cut. A visible frame whose ground-truth box has zero
+  width or height is scored (IoU 0), as in the toolkit.
+* ``"geometric"``: both boxes are intersected with the image (the part outside is cut off), and frames
+  whose ground truth has no area are not scored (:func:`box_iou_xywh`).
+
+The OTB figures use no image bound, so they are the same under both.
+
+Under both, a frame whose ground truth is missing (a NaN row) is not scored, while a missing prediction
+(a NaN row) on a scored frame counts as a failure (IoU 0, infinite centre error), so a tracker cannot
+gain by giving up.
 """
 from __future__ import annotations
 
@@ -24,12 +36,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PRECISION_THRESHOLDS", "SUCCESS_THRESHOLDS", "SequenceResult", "box_iou_xywh", "center_error",
-           "got10k_sequence_ious", "otb_sequence_scores", "precision_curve", "success_curve", "summarize"]
+__all__ = ["IOU_CONVENTIONS", "PRECISION_THRESHOLDS", "SUCCESS_THRESHOLDS", "SequenceResult", "box_iou_xywh",
+           "center_error", "got10k_sequence_ious", "otb_sequence_scores", "precision_curve", "rect_iou",
+           "success_curve", "summarize"]
 
 SUCCESS_THRESHOLDS = np.linspace(0, 1, 21)
 PRECISION_THRESHOLDS = np.arange(0, 51)
 PRECISION_AT = 20  # px, the OTB precision score
+IOU_CONVENTIONS = ("got10k", "geometric")
 
 
 def _boxes(x: Any, what: str = "boxes") -> np.ndarray:
@@ -64,6 +78,38 @@ def box_iou_xywh(a: Any, b: Any) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         iou = np.divide(inter, union, out=np.full(len(a), np.nan), where=valid)
     return np.clip(iou, 0.0, 1.0)
+
+
+def _check_convention(convention: str) -> str:
+    if convention not in IOU_CONVENTIONS:
+        raise ValueError(f"iou_convention must be one of {', '.join(IOU_CONVENTIONS)}; got {convention!r}")
+    return convention
+
+
+def _toolkit_bounded(boxes: np.ndarray, bound: Sequence[float]) -> np.ndarray:
+    """The toolkit's bounding of (x, y, w, h) boxes to an image (width, height): x, y clamped to [0, W] x
+    [0, H] first, then w, h to [0, W - x] x [0, H - y] (a box reaching out on the left keeps its width)."""
+    w_img, h_img = float(bound[0]), float(bound[1])
+    x, y = np.clip(boxes[:, 0], 0, w_img), np.clip(boxes[:, 1], 0, h_img)
+    return np.stack([x, y, np.clip(boxes[:, 2], 0, w_img - x), np.clip(boxes[:, 3], 0, h_img - y)], axis=1)
+
+
+def rect_iou(a: Any, b: Any, bound: Sequence[float] | None = None) -> np.ndarray:
+    """Row-by-row IoU of (N, 4) x, y, w, h boxes `a` and `b` by the GOT-10k toolkit's formula: with `bound`
+    = image (width, height), both are first bounded as :func:`_toolkit_bounded` says; intersection
+    max(0, min(right) - max(left)) x max(0, min(bottom) - max(top)); IoU = intersection / (area_a + area_b -
+    intersection + eps), eps = float64 machine epsilon, clipped to [0, 1]. A box of zero width or height
+    scores 0 against anything; a NaN in either row gives NaN (the caller decides what that frame means)."""
+    a, b = _boxes(a, "a"), _boxes(b, "b")
+    if a.shape != b.shape:
+        raise ValueError(f"rect_iou needs boxes of equal shape, got {a.shape} and {b.shape}")
+    if bound is not None:
+        a, b = _toolkit_bounded(a, bound), _toolkit_bounded(b, bound)
+    iw = np.maximum(np.minimum(a[:, 0] + a[:, 2], b[:, 0] + b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0)
+    ih = np.maximum(np.minimum(a[:, 1] + a[:, 3], b[:, 1] + b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0)
+    inter = iw * ih
+    union = a[:, 2] * a[:, 3] + b[:, 2] * b[:, 3] - inter
+    return np.clip(inter / (union + np.finfo(np.float64).eps), 0.0, 1.0)
 
 
 def center_error(a: Any, b: Any) -> np.ndarray:
@@ -102,15 +148,18 @@ def _check_lengths(pred: np.ndarray, gt: np.ndarray, name: str = "sequence") -> 
         raise ValueError(f"{name}: {len(pred)} predicted boxes for {len(gt)} ground-truth boxes")
 
 
-def otb_sequence_scores(pred: Any, gt: Any) -> dict[str, Any]:
+def otb_sequence_scores(pred: Any, gt: Any, *, iou_convention: str = "got10k") -> dict[str, Any]:
     """One sequence under the OTB protocol: the success curve, its AUC (mean of the 21 values), the
-    precision curve, the precision at 20 px and the mean IoU, over every frame with a ground-truth box
-    (frame 0 included, as the toolkit's OTB experiment scores it; a tracker reports the initial box there).
-    `frames` is the number of frames scored; with none, the curves and scores are NaN."""
+    precision curve, the precision at 20 px and the mean IoU, over every frame with a ground-truth box of
+    positive size (frame 0 included, as the toolkit's OTB experiment scores it; a tracker reports the
+    initial box there). No image bound applies, so both IoU conventions give the same figures here (the
+    toolkit's formula adds a float64 epsilon to the union). `frames` is the number of frames scored; with
+    none, the curves and scores are NaN."""
     pred, gt = _boxes(pred, "pred"), _boxes(gt, "gt")
     _check_lengths(pred, gt)
+    iou = rect_iou if _check_convention(iou_convention) == "got10k" else box_iou_xywh
     valid = _valid_truth(gt)
-    ious = np.nan_to_num(box_iou_xywh(pred[valid], gt[valid]), nan=0.0)
+    ious = np.nan_to_num(iou(pred[valid], gt[valid]), nan=0.0)
     errors = center_error(pred[valid], gt[valid])
     errors[~np.isfinite(errors)] = np.inf
     success, precision = success_curve(ious), precision_curve(errors)
@@ -131,16 +180,21 @@ def _clip_to_image(boxes: np.ndarray, bound: Sequence[float]) -> np.ndarray:
 
 
 def got10k_sequence_ious(pred: Any, gt: Any, cover: Any = None, absent: Any = None, *,
-                         bound: Sequence[float] | None = None) -> np.ndarray:
+                         bound: Sequence[float] | None = None, iou_convention: str = "got10k") -> np.ndarray:
     """The IoUs GOT-10k scores for one sequence: frame 0 (given to the tracker) is dropped, and so are frames
     with cover == 0 (when `cover` is given), frames marked absent (`absent` != 0, when given) and frames
-    without a ground-truth box. `bound` = image (width, height) clips both boxes to the image first, as the
-    toolkit does for the validation set. A NaN prediction on a kept frame scores 0."""
+    without a ground-truth box (NaN; under "geometric" also a zero-size one). `bound` = image (width,
+    height) bounds both boxes to the image first, as the toolkit does for the validation set: its way
+    under "got10k" (:func:`rect_iou`), by intersection under "geometric". A NaN prediction on a kept frame
+    scores 0."""
     pred, gt = _boxes(pred, "pred"), _boxes(gt, "gt")
     _check_lengths(pred, gt)
-    if bound is not None:
-        pred, gt = _clip_to_image(pred, bound), _clip_to_image(gt, bound)
-    keep = _valid_truth(gt)
+    if _check_convention(iou_convention) == "got10k":
+        keep = np.isfinite(gt).all(axis=1)
+    else:
+        if bound is not None:
+            pred, gt = _clip_to_image(pred, bound), _clip_to_image(gt, bound)
+        keep = _valid_truth(gt)
     keep[:1] = False
     for label, flags, visible in (("cover", cover, lambda f: f > 0), ("absent", absent, lambda f: f == 0)):
         if flags is None:
@@ -149,6 +203,8 @@ def got10k_sequence_ious(pred: Any, gt: Any, cover: Any = None, absent: Any = No
         if len(flags) != len(gt):
             raise ValueError(f"{len(flags)} {label} labels for {len(gt)} frames")
         keep &= visible(flags)
+    if iou_convention == "got10k":
+        return np.nan_to_num(rect_iou(pred[keep], gt[keep], bound), nan=0.0)
     return np.nan_to_num(box_iou_xywh(pred[keep], gt[keep]), nan=0.0)
 
 
@@ -156,8 +212,9 @@ def got10k_sequence_ious(pred: Any, gt: Any, cover: Any = None, absent: Any = No
 class SequenceResult:
     """One tracked sequence: the boxes the tracker reported (pred[0] is the initial box), the ground truth,
     GOT-10k's visibility labels when the dataset has them, and per-frame wall times in seconds (times[0] is
-    the init() call, times[1:] the update() calls). `image_size` = (width, height) clips the boxes to the
-    image for AO / SR as the GOT-10k toolkit does; leave it None to score unclipped boxes."""
+    the init() call, times[1:] the update() calls). `image_size` = (width, height) bounds the boxes to the
+    image for AO / SR as the GOT-10k toolkit does (see the module's IoU conventions); leave it None to score
+    unbounded boxes."""
 
     name: str
     pred: np.ndarray
@@ -198,8 +255,9 @@ def _checked(result: SequenceResult) -> tuple[np.ndarray, np.ndarray]:
     return pred, gt
 
 
-def summarize(results: Sequence[SequenceResult]) -> dict[str, Any]:
-    """Both protocols over a set of sequences, as a JSON-serialisable dict (undefined values are None).
+def summarize(results: Sequence[SequenceResult], *, iou_convention: str = "got10k") -> dict[str, Any]:
+    """Both protocols over a set of sequences, as a JSON-serialisable dict (undefined values are None), with
+    the IoU convention named in `iou_convention` ("got10k": the official toolkit's, "geometric").
 
     OTB: `success_curve` / `precision_curve` are the per-sequence curves averaged over the sequences that
     have ground truth, `success_auc` their mean (the same as the mean of the per-sequence AUCs) and
@@ -209,12 +267,13 @@ def summarize(results: Sequence[SequenceResult]) -> dict[str, Any]:
     results = list(results)
     if not results:
         raise ValueError("summarize() needs at least one SequenceResult, got none")
+    _check_convention(iou_convention)
     per_sequence, success, precision, pooled = [], [], [], []
     update_frames, update_seconds = 0, 0.0
     for r in results:
         pred, gt = _checked(r)
-        otb = otb_sequence_scores(pred, gt)
-        ious = got10k_sequence_ious(pred, gt, r.cover, r.absent, bound=r.image_size)
+        otb = otb_sequence_scores(pred, gt, iou_convention=iou_convention)
+        ious = got10k_sequence_ious(pred, gt, r.cover, r.absent, bound=r.image_size, iou_convention=iou_convention)
         if otb["frames"]:
             success.append(otb["success_curve"])
             precision.append(otb["precision_curve"])
@@ -250,5 +309,6 @@ def summarize(results: Sequence[SequenceResult]) -> dict[str, Any]:
         "num_sequences": len(results),
         "num_frames": int(sum(p["frames"] for p in per_sequence)),
         "ao_frames": int(ious.size),
+        "iou_convention": iou_convention,
         "per_sequence": per_sequence,
     }

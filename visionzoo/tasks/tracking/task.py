@@ -47,6 +47,9 @@ class TrackingEval:
     max_frames: Optional[int] = None  # track only the first n frames of each sequence
     showcase_frames: int = 6  # frames shown per best/worst sequence in the report
     showcase_sequences: int = 2  # best and worst sequences shown (each)
+    # IoU convention of AO / SR / success: "got10k" = the official toolkit's rect_iou (boxes bounded to the image
+    # its way; published AOs are comparable), "geometric" = boxes intersected with the image (see tracking/metrics.py)
+    iou_convention: Literal["got10k", "geometric"] = "got10k"
 
 
 # data.params keys this task understands (anything else is a typo: named in the error)
@@ -75,8 +78,9 @@ def model_family(cfg) -> str:
 class TrackingAccumulator(Accumulator):
     """Per-sequence results (boxes, ground truth, times), keyed by dataset index."""
 
-    def __init__(self):
+    def __init__(self, iou_convention: str = "got10k"):
         self.results: dict[int, object] = {}
+        self.iou_convention = iou_convention
 
     def update(self, batch, outputs, indices) -> None:
         for index, result in zip(indices, outputs):
@@ -91,12 +95,19 @@ class TrackingAccumulator(Accumulator):
     def compute(self) -> dict:
         from visionzoo.tasks.tracking.metrics import summarize
 
-        return summarize([self.results[k] for k in sorted(self.results)])
+        return summarize([self.results[k] for k in sorted(self.results)], iou_convention=self.iou_convention)
 
 
 def _unwrap(model):
     model = getattr(model, "_orig_mod", model)  # torch.compile
     return getattr(model, "module", model)  # DistributedDataParallel
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `values` where `mask` holds (0 where it never does), as masked sums: boolean indexing has a
+    data-dependent size, which costs a blocking device-to-host copy on a GPU."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
 class TrackingTask(Task):
@@ -199,13 +210,13 @@ class TrackingTask(Task):
         loss = contrastive_loss(query[:, None, :].expand_as(candidates), candidates, labels, cfg.loss.margin,
                                 cfg.loss.form)
         with torch.no_grad():
-            sim = (query[:, None, :] * candidates).sum(-1)
-            pos, neg = sim[labels > 0.5], sim[labels < 0.5]
-        return {"loss": loss, "loss_contrastive": loss, "cos_pos": pos.mean(), "cos_neg": neg.mean()}
+            sim = (query[:, None, :] * candidates).sum(-1).float()
+            cos_pos, cos_neg = masked_mean(sim, labels > 0.5), masked_mean(sim, labels < 0.5)
+        return {"loss": loss, "loss_contrastive": loss, "cos_pos": cos_pos, "cos_neg": cos_neg}
 
     # ---- evaluation ---------------------------------------------------------------------------
     def new_accumulator(self, cfg, dataset):
-        return TrackingAccumulator()
+        return TrackingAccumulator(cfg.eval.iou_convention)
 
     def eval_outputs(self, model, batch, cfg):
         from visionzoo.tasks.tracking.metrics import SequenceResult
