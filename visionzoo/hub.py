@@ -394,8 +394,8 @@ def install_from_checkout(
                     lfs = f.read(len(_LFS_POINTER)) == _LFS_POINTER
                 hint = " It is a Git LFS pointer: run 'git lfs pull' in the checkout first." if lfs else ""
                 raise WeightsError(
-                    f"{weight}: sha256 mismatch (its model card says {card['sha256']}, the file has {actual}); "
-                    f"not copied.{hint}"
+                    f"{weight}: sha256 mismatch: the file has {actual}, which differs from its model card's "
+                    f"{card['sha256']}; not copied.{hint}"
                 )
     dest.mkdir(parents=True, exist_ok=True)
     written = []

@@ -24,6 +24,7 @@ from visionzoo.config import ConfigError, apply_overrides, deep_merge, load_yaml
 from visionzoo.datasets.common import ImageReadError
 from visionzoo.engine import distributed
 from visionzoo.engine.checkpoint import CheckpointError, DiskFullError
+from visionzoo.engine.data import release_workers
 from visionzoo.engine.evaluator import evaluate, make_eval_loader
 from visionzoo.engine.run_dir import read_log
 from visionzoo.engine.targets import (
@@ -188,7 +189,7 @@ def main(argv=None) -> int:
         return 128 + signal.SIGINT
     finally:
         distributed.shutdown()
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # workers stopped at exit are no failure (see train.py)
+        release_workers()  # the process is leaving: its exit may stop the workers, which is no failure
     return 0
 
 

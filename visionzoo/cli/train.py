@@ -26,6 +26,7 @@ from visionzoo.config import ConfigError, load_config, validate
 from visionzoo.datasets.common import ImageReadError
 from visionzoo.engine import distributed
 from visionzoo.engine.checkpoint import DiskFullError, load_checkpoint, remove_stale_temp_files
+from visionzoo.engine.data import release_workers
 from visionzoo.engine.run_dir import RunLock, RunLocked
 from visionzoo.engine.trainer import NonFiniteLoss, Trainer, TrainingInterrupted, exit_now_on_signal
 
@@ -150,9 +151,7 @@ def main(argv=None) -> int:
         distributed.shutdown()
         for lock in locks:
             lock.release()
-        # From here on the process is leaving: the workers that its exit stops (with SIGTERM) are no failure
-        # for the DataLoader's SIGCHLD check, whose error would otherwise follow the message printed above.
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        release_workers()  # the process is leaving: its exit may stop the workers (SIGTERM), which is no failure
     say(json.dumps(summary))
     evaluate = "visionzoo evaluate" if sys.argv and sys.argv[0].startswith("visionzoo") else "python evaluate.py"
     say(f"done. Evaluate with: {evaluate} {run_dir} --report {run_dir / 'report'}")

@@ -14,17 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
 from pathlib import Path
 
 from visionzoo.weights import (
     REPO_WEIGHTS_DIR,
     WeightsError,
-    read_card,
     resolve_weights,
-    sha256_file,
     user_cache_dir,
     verify_sha256,
 )
@@ -47,38 +43,23 @@ def _selected(folder: Path, names: list[str]) -> list[Path]:
 
 def copy_into_cache(source: Path, names: list[str] | None = None, dest: Path | None = None,
                     log=print) -> list[Path]:
-    """Copy weight files and their model cards from `source` (a clone's weights/ folder) into the user cache,
-    each verified against its card's sha256 first and renamed into place, so the cache never holds a partial
-    or wrong file. A file already there with the right hash is left as it is. Returns the cached paths.
+    """Copy the selected weight files and their model cards from `source` (a clone's weights/ folder) into the
+    user cache through visionzoo.hub.install_from_checkout: each verified against its card's sha256 first and
+    renamed into place, a file already there with the right hash left as it is. Returns the cached paths."""
+    from visionzoo.hub import install_from_checkout
 
-    This is the one place the command copies weights; a shared helper in visionzoo.weights can take its
-    place without changing the command."""
     source, dest = Path(source).expanduser(), Path(dest) if dest else user_cache_dir()
     if not source.is_dir():
         raise WeightsError(f"weights folder not found: {source} (give a clone's weights/ folder with --from)")
-    dest.mkdir(parents=True, exist_ok=True)
     done = []
     for weights_file in _selected(source, list(names or [])):
-        card = read_card(weights_file)
-        digest = sha256_file(weights_file)
-        expected = card.get("sha256")
-        if expected and not digest.startswith(expected.lower()):
-            raise WeightsError(f"{weights_file}: sha256 {digest} differs from its model card's {expected}; "
-                               "the file is corrupt or not the one its card describes (not copied)")
         target = dest / weights_file.name
-        if target.is_file() and sha256_file(target) == digest:
-            log(f"already in the cache: {target}")
-        else:
-            for src, dst in ((weights_file, target), (weights_file.with_suffix(".json"), target.with_suffix(".json"))):
-                if not src.is_file():
-                    continue
-                tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-                try:
-                    shutil.copyfile(src, tmp)
-                    os.replace(tmp, dst)
-                finally:
-                    tmp.unlink(missing_ok=True)
-            log(f"copied {weights_file.name} -> {target}")
+        before = target.stat().st_mtime_ns if target.is_file() else None
+        model, tag = weights_file.name.split(".")[:2]
+        install_from_checkout(model, tag, source=source, dest_dir=dest)
+        # install_from_checkout leaves an identical cached file untouched, so an unchanged mtime means it was there
+        log(f"already in the cache: {target}" if before == target.stat().st_mtime_ns
+            else f"copied {weights_file.name} -> {target}")
         done.append(target)
     return done
 

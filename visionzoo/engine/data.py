@@ -13,6 +13,7 @@ import multiprocessing
 import multiprocessing.util  # registers multiprocessing's own exit handler before ours (atexit runs LIFO)
 import os
 import signal
+import threading
 
 import numpy as np
 import torch
@@ -136,9 +137,13 @@ def worker_release() -> WorkerRelease:
 
 
 def release_workers() -> None:
-    """Lets this process's DataLoader workers die of the next SIGTERM (the main process is giving up on them)."""
+    """Lets this process's DataLoader workers die of the next SIGTERM (the main process is giving up on them).
+    Their deaths are then no failure: the DataLoader's SIGCHLD check, whose error would follow the message the
+    process is leaving with, goes back to the default."""
     if _release is not None:
         _release.release()
+    if hasattr(signal, "SIGCHLD") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
 
 def worker_signals(release: WorkerRelease, worker_id: int) -> None:

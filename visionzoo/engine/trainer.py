@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import multiprocessing
 import os
 import signal
 import time
@@ -53,6 +54,10 @@ class StoppedNow(KeyboardInterrupt):
 def exit_now_on_signal(signum, frame):
     """Signal handler once the process is already stopping: one more signal ends it on the spot."""
     os.write(2, f"received {signal.Signals(signum).name} again: exiting now\n".encode())
+    # os._exit skips the exit hooks that stop the DataLoader workers; left alone they would outlive this process
+    # until their watchdog notices (seconds later), so they go first
+    for child in multiprocessing.active_children():
+        child.kill()
     os._exit(128 + signum)
 
 
@@ -313,9 +318,7 @@ class Trainer:
         def handler(signum, frame):
             if self.stop_signal is not None:  # second signal: stop now, without waiting for the workers
                 self.stopping_now = True
-                release_workers()
-                # the workers may now die of the same signal: not a failure for the DataLoader's SIGCHLD check
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                release_workers()  # the workers may now die of the same signal
                 for sig in (signal.SIGINT, signal.SIGTERM):  # a third one, while unwinding, ends the process
                     signal.signal(sig, exit_now_on_signal)
                 last = self.run_dir / "last.pt"
