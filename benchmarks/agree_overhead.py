@@ -23,7 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 from visionzoo.config import load_config  # noqa: E402
 from visionzoo.engine import distributed  # noqa: E402
-from visionzoo.engine.trainer import Position, Trainer  # noqa: E402
+from visionzoo.engine.trainer import Position  # noqa: E402
+from visionzoo.training import build_trainer  # noqa: E402
 
 
 def blocking_agree(self, stop_signal, finite):
@@ -49,7 +50,7 @@ def main():
             "data.crop_pct=1.0", f"data.batch_size={args.batch_size}", "data.num_workers=0", "data.val_split=null",
             f"train.device={args.device}", f"train.max_steps_per_epoch={args.steps}", "train.epochs=1000",
             "train.log_interval=1000000", "train.ema.enabled=false"])
-        trainer = Trainer(cfg, Path(tmp) / "run", show_progress=False)
+        trainer = build_trainer(cfg, Path(tmp) / "run", show_progress=False)
         original = type(trainer)._agree
         inside = {"blocking": [], "background": []}
         times = {"blocking": [], "background": []}

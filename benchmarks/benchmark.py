@@ -8,8 +8,8 @@ benchmark.py: images/s and peak memory at a given batch size, input size and pre
 What is timed is the task's own code, so the figures are those of train.py and evaluate.py: a config for the
 model is built with visionzoo.config.validate; the batch is task.synthetic_batch (random data shaped like the
 task's collated batches, already on the device); a training step is task.training_losses for every phase of
-task.update_phases (a GAN's discriminator and generator updates, each phase on its n-th steps as in the
-trainer), backward and optimizer step (SGD; fp16 with a GradScaler, as the trainer does); inference is
+task.update_phases (a GAN's discriminator and generator updates, each phase on its n-th steps), backward and
+optimizer step, through the trainer's own Updater (SGD; fp16 with a GradScaler); inference is
 task.eval_outputs under no_grad (a tracker follows one sequence of --batch-size frames, frame by frame).
 Precision is torch.autocast (fp32 | bf16 | fp16). Input sizes: --input-size sets the side of the square
 images (default: each model's registered input size); detectors get min_size = max_size = that side so they
@@ -51,12 +51,18 @@ import traceback
 from pathlib import Path
 
 import torch
+import torchvision
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._throughput import step_seconds  # noqa: E402
+from visionzoo.config import validate  # noqa: E402
+from visionzoo.engine.evaluator import autocast_context  # noqa: E402
+from visionzoo.engine.update import Updater  # noqa: E402
+from visionzoo.registry import get_entry, list_models  # noqa: E402
+from visionzoo.tasks import get_task  # noqa: E402
 
 COLUMNS = ["model", "task", "mode", "device", "precision", "channels_last", "compile", "batch_size", "input_size",
            "steps", "images_per_s", "ms_per_step", "peak_mem_mb", "peak_mem_kind", "params_m", "error"]
@@ -67,8 +73,6 @@ RESULT_MARK = "@@benchmark-result "  # the child's one line of JSON on stdout
 # ---- model selection and config ----------------------------------------------------------------------------
 def select_models(patterns: list[str], task: str | None) -> list[str]:
     """Registered names for names or fnmatch wildcards, in the order given (duplicates dropped)."""
-    from visionzoo.registry import get_entry, list_models
-
     names: list[str] = []
     for pattern in patterns:
         if any(c in pattern for c in "*?["):
@@ -87,10 +91,6 @@ def select_models(patterns: list[str], task: str | None) -> list[str]:
 
 def benchmark_config(name: str, input_size: int, args):
     """The validated config the model is benchmarked under (optimizers per update phase included)."""
-    from visionzoo.config import validate
-    from visionzoo.registry import get_entry
-    from visionzoo.tasks import get_task
-
     entry = get_entry(name)
     builder_args = inspect.signature(entry.builder).parameters
     kwargs = {}
@@ -151,10 +151,6 @@ def images_in(task, batch) -> int:
 
 def measure(name: str, args) -> list[dict]:
     """Rows for `name` (one per mode), measured in this process; a failing mode gets its error in its row."""
-    from visionzoo.engine.evaluator import autocast_context
-    from visionzoo.registry import get_entry
-    from visionzoo.tasks import get_task
-
     entry = get_entry(name)
     size = args.input_size or entry.default_input_size[-1]
     device = torch.device(args.device)
@@ -208,29 +204,16 @@ def measure(name: str, args) -> list[dict]:
 
 
 def training_step(task, model, forward_model, batch, cfg, device):
-    """One optimisation step as the trainer takes it (without its logging and bookkeeping): every update phase
-    due at this step, each with its optimizer; fp16 through a GradScaler."""
-    from visionzoo.engine.evaluator import autocast_context
-    from visionzoo.engine.optim import build_optimizer
-
+    """One optimisation step as the trainer takes it (engine/update.py's Updater, without the trainer's logging
+    and bookkeeping, and without an lr schedule): every update phase due at this step, each with its optimizer;
+    fp16 through a GradScaler."""
     model.train()
-    optim_cfgs = cfg.optimizers or {"main": cfg.optim}
-    optimizers = {k: build_optimizer(model, oc, f"optimizers.{k}" if cfg.optimizers else "optim")
-                  for k, oc in optim_cfgs.items()}
-    phases = task.update_phases(cfg)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.amp == "fp16")
+    updater = Updater(cfg, task, model, device)
+    updater.forward_model = forward_model
     counter = {"step": 0}
 
     def step():
-        for phase in phases:
-            if counter["step"] % phase.every:
-                continue
-            model.zero_grad(set_to_none=True)
-            with autocast_context(device, cfg.train.amp):
-                losses = task.training_losses(forward_model, batch, phase, cfg)
-            scaler.scale(losses["loss"]).backward()
-            scaler.step(optimizers[phase.optimizer])
-        scaler.update()
+        updater.update(batch, counter["step"])
         counter["step"] += 1
 
     return step
@@ -256,8 +239,6 @@ def child_command(name: str, args) -> list[str]:
 
 
 def run_child(name: str, args) -> list[dict]:
-    from visionzoo.registry import get_entry
-
     modes = ["infer", "train"] if args.mode == "both" else [args.mode]
     entry = get_entry(name)
     failed = {"model": name, "task": entry.task, "device": args.device, "precision": args.precision,
@@ -280,8 +261,6 @@ def run_child(name: str, args) -> list[dict]:
 
 
 def describe_machine(device: torch.device) -> str:
-    import torchvision
-
     if device.type == "cuda":
         what = torch.cuda.get_device_name(device)
     else:

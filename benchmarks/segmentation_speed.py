@@ -57,7 +57,7 @@ def small_variants(args, device) -> None:
 
 @torch.no_grad()
 def crf_cost(args, device) -> None:
-    from visionzoo.tasks.segmentation.crf import DenseCRF
+    from visionzoo.inference.crf import DenseCRF
 
     print(f"DenseCRF (5 iterations), one image, {device}:")
     g = torch.Generator().manual_seed(0)

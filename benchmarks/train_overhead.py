@@ -14,10 +14,11 @@ Default configs (the shipped recipes, benchmarks/_families.py): resnet18 (classi
 Data: a small training split written to a temporary folder by visionzoo's shapes writers (ImageFolder PNGs for
 classification and generative, COCO scenes for detection, VOC scenes for segmentation, GOT-10k sequences for
 tracking), read through the same dataset object (same decoding and transforms.v2 augmentation) by both loops.
-The plain loop is what one writes by hand: a DataLoader over that dataset with the task's collate, then
-task.to_device, task.training_losses for each update phase due (a GAN's discriminator, then generator), backward,
-optimizer step. The ratio isolates what the trainer adds: seeded resumable sampling, the skip-aware collate,
-loss bookkeeping, the finite-loss check, logging, tqdm, the LR schedule. Both loops run without channels_last,
+The plain loop is what one writes by hand around the update: a DataLoader over that dataset with the task's
+collate, task.to_device, then the same engine Updater the trainer steps (task.training_losses for each update
+phase due, a GAN's discriminator then generator, backward, optimizer step), on a model of its own. The ratio
+isolates what the trainer adds around the update: seeded resumable sampling, the skip-aware collate, loss
+bookkeeping, the finite-loss check, logging, tqdm, hooks, the LR schedule. Both loops run without channels_last,
 autocast, EMA and gradient clipping, so they do the same arithmetic.
 """
 from __future__ import annotations
@@ -38,25 +39,20 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._families import CONFIGS, FAMILIES, ITEM, write_family_data  # noqa: E402
 from benchmarks._throughput import sync  # noqa: E402
 from visionzoo.config import load_config, load_yaml_with_bases  # noqa: E402
-from visionzoo.engine.optim import build_optimizer  # noqa: E402
 from visionzoo.engine.trainer import Trainer  # noqa: E402
+from visionzoo.engine.update import Updater  # noqa: E402
+from visionzoo.training import build_trainer  # noqa: E402
 
 
-def plain_round(task, model, optimizers, phases, loader, cfg, device, steps: int) -> float:
-    """`steps` batches of the hand-written loop, as items/s."""
-    model.train()
+def plain_round(task, updater: Updater, loader, device, steps: int) -> float:
+    """`steps` batches of the hand-written loop around the update, as items/s."""
+    updater.model.train()
     items, start = 0, time.perf_counter()
     for i, batch in enumerate(loader):
         if i == steps:
             break
         batch = task.to_device(batch, device, False)
-        for phase in phases:
-            if i % phase.every:
-                continue
-            optimizer = optimizers[phase.optimizer]
-            optimizer.zero_grad(set_to_none=True)
-            task.training_losses(model, batch, phase, cfg)["loss"].backward()
-            optimizer.step()
+        updater.update(batch, i)
         items += task.batch_size_of(batch)
     sync(device)
     return items / (time.perf_counter() - start)
@@ -90,13 +86,9 @@ def compare(config: Path, family: str, args, tmp: Path) -> dict:
         "train.channels_last=false", "train.grad_clip=null", "train.amp=none", f"train.device={args.device}",
     ])
     torch.manual_seed(0)
-    trainer = Trainer(cfg, tmp / "runs" / config.stem, show_progress=not args.no_progress)
+    trainer = build_trainer(cfg, tmp / "runs" / config.stem, show_progress=not args.no_progress)
     task, device = trainer.task, trainer.device
-    model = task.build_model(cfg, trainer.train_set).to(device)
-    optim_cfgs = cfg.optimizers or {"main": cfg.optim}
-    optimizers = {k: build_optimizer(model, oc, f"optimizers.{k}" if cfg.optimizers else "optim")
-                  for k, oc in optim_cfgs.items()}
-    phases = task.update_phases(cfg)
+    updater = Updater(cfg, task, task.build_model(cfg, trainer.train_set).to(device), device)  # no lr schedule
     loader = DataLoader(trainer.train_set, batch_size=batch, shuffle=True, drop_last=True, num_workers=args.workers,
                         collate_fn=task.collate, persistent_workers=args.workers > 0)
     item = ITEM.get(family, "image")
@@ -104,11 +96,11 @@ def compare(config: Path, family: str, args, tmp: Path) -> dict:
           f"batch {batch}, {args.steps} steps per round, {args.workers} workers, {device}", flush=True)
     # warm-up: allocator, thread pools, first-iteration costs
     trainer_round(trainer)
-    plain_round(task, model, optimizers, phases, loader, cfg, device, args.steps)
+    plain_round(task, updater, loader, device, args.steps)
     ratios = []
     for r in range(args.rounds):
         a = trainer_round(trainer)
-        b = plain_round(task, model, optimizers, phases, loader, cfg, device, args.steps)
+        b = plain_round(task, updater, loader, device, args.steps)
         ratios.append(a / b)
         print(f"  round {r + 1}: trainer {a:8.2f} {item}s/s   plain loop {b:8.2f} {item}s/s   ratio {a / b:.3f}",
               flush=True)

@@ -191,6 +191,20 @@ def dataclass_rows(cls, prefix: str) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def data_param_rows(task: str) -> list[tuple[str, str, str, str]]:
+    """Rows for the `data.params` keys of every data set registered for `task` (a key shared by several data
+    sets is listed once, as the first one types it)."""
+    from visionzoo.datasets.registry import dataset_names, get_dataset  # torch: only when a page is built
+
+    rows, seen = [], set()
+    for name in dataset_names(task):
+        for row in dataclass_rows(get_dataset(task, name).params, "data.params."):
+            if row[0] not in seen:
+                seen.add(row[0])
+                rows.append(row)
+    return rows
+
+
 def _table(rows) -> list[str]:
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
     lines += [f"| `{k}` | {t} | {d} | {m} |" for k, t, d, m in rows]
@@ -255,17 +269,12 @@ def config_reference() -> str:
             lines += [f"#### `{section}` ({name})", ""]
             lines += _table(rows) if rows else ["No keys: this task does not use the section."]
             lines.append("")
-        params = getattr(module, "DATA_PARAMS", None)
         lines += [f"#### `data.params` ({name})", ""]
-        if params:
-            comments = _dict_comments(module, "DATA_PARAMS")
-            lines += ["| key | default | meaning |", "|---|---|---|"]
-            lines += [f"| `data.params.{k}` | {_show(v)} | "
-                      f"{_cell(_sentence(comments.get(k, ''), NOTES.get('data.params.' + k, '')))} |"
-                      for k, v in params.items()]
-            lines += ["", "Any other key is an error naming the closest known one.", ""]
+        rows = data_param_rows(name)
+        if rows:
+            lines += _table(rows) + ["", "Any other key is an error naming the closest known one.", ""]
         else:
-            lines += ["Keyword arguments of the dataset builder (see the [datasets page](datasets.md)).", ""]
+            lines += ["No keys: the data sets of this task take no `data.params`.", ""]
         if name == "tracking":
             lines += _tracker_tables()
     return "\n".join(lines).rstrip() + "\n"

@@ -15,15 +15,15 @@ from tests.helpers import ROOT
 def test_camvid_recipe_trains_and_segments_a_frame(shared_archive, tmp_path, one_thread):
     from visionzoo.config import load_config
     from visionzoo.datasets.camvid import CAMVID_CLASSES
-    from visionzoo.engine.trainer import Trainer
     from visionzoo.predict import Segmenter
+    from visionzoo.training import build_trainer
 
     root = shared_archive("camvid-jpeg.tar.gz")
     cfg = load_config(ROOT / "configs/segmentation/fcn_r18_camvid.yaml", [
         f"data.root={root}", "train.epochs=1", "train.max_steps_per_epoch=2", "train.log_interval=1",
         "data.val_split=null", "data.batch_size=2", "data.num_workers=0", "data.input_size=96"])
     torch.manual_seed(0)
-    Trainer(cfg, tmp_path / "run", show_progress=False).fit()
+    build_trainer(cfg, tmp_path / "run", show_progress=False).fit()
 
     frame = root / "CamVid" / "test" / "0001TP_008550.jpg"
     segmenter = Segmenter("fcn8s_resnet18", weights=str(tmp_path / "run" / "last.pt"))

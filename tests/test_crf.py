@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from visionzoo.tasks.segmentation.crf import DenseCRF
+from visionzoo.inference.crf import DenseCRF
 
 # Moderate potentials so that both kernels matter and nothing saturates.
 SMALL = dict(spatial_weight=0.5, spatial_sigma=2.0, bilateral_weight=1.0, bilateral_sigma_xy=4.0,

@@ -20,6 +20,7 @@ from torch import nn
 
 from visionzoo.engine import checkpoint
 from visionzoo.engine.trainer import NonFiniteLoss, Trainer
+from visionzoo.training import build_trainer
 
 
 @pytest.fixture(autouse=True)
@@ -443,16 +444,15 @@ def test_sint_training_step_runs_without_nonzero(monkeypatch):
 
 def test_compile_compiles_each_gan_player_in_place(tmp_path, monkeypatch):
     from visionzoo.config import load_config
-    from visionzoo.tasks.generative.task import GenerativeTask
+    from visionzoo.tasks.generative.gan import GANTask
 
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda fn, *a, **k: compiled.append(fn) or fn)  # inductor: minutes
-    monkeypatch.setattr(GenerativeTask, "_checked_gan_eval", lambda self, cfg, dataset, split: dataset,
-                        raising=False)
+    monkeypatch.setattr(GANTask, "check_eval_dataset", lambda self, cfg, dataset, split: dataset)
     cfg = load_config("configs/generative/dcgan_shapes.yaml", [
         "train.compile=true", "train.device=cpu", "data.num_workers=0", "data.params.train_samples=8",
         "data.val_split=null", "data.batch_size=4", "model.kwargs.g_width=8", "model.kwargs.d_width=8", "train.ema.enabled=true"])
-    trainer = Trainer(cfg, tmp_path / "run", show_progress=False)
+    trainer = build_trainer(cfg, tmp_path / "run", show_progress=False)
     gan = trainer.model
     assert {fn.__self__ for fn in compiled} == {gan.generator, gan.discriminator}
     assert trainer.forward_model is gan  # the model itself is never called by the GAN task

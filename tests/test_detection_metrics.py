@@ -15,8 +15,9 @@ from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from visionzoo.inference.draw import draw_detections
 from visionzoo.tasks.detection.metrics import COCO_METRIC_NAMES, CocoEvaluator, voc07_ap50
-from visionzoo.tasks.detection.report import build_detection_report, draw_detections
+from visionzoo.tasks.detection.report import build_detection_report
 
 # model label -> dataset category id (non-contiguous ids, label 0 = background is not used)
 LABEL_TO_CAT = {1: 3, 2: 7, 3: 11}

@@ -13,14 +13,13 @@ import torch
 from PIL import Image
 
 import visionzoo
+from visionzoo.inference.draw import draw_detections, place_label
 from visionzoo.profile import gflops
 from visionzoo.tasks.detection.report import (
     LINE_COLORS,
     _pr_figure,
     build_detection_report,
-    draw_detections,
     measured_model_summary,
-    place_label,
 )
 from visionzoo.weights import REPO_WEIGHTS_DIR
 

@@ -162,7 +162,7 @@ def test_gradcheck_siamfc_cross_correlation():
 
 
 def test_gradcheck_dense_crf_is_differentiable_in_the_logits():
-    from visionzoo.tasks.segmentation.crf import DenseCRF
+    from visionzoo.inference.crf import DenseCRF
 
     crf = DenseCRF(iterations=2, window_radius=1)
     logits, images = torch.randn(1, 3, 5, 5), torch.rand(1, 3, 5, 5) * 255

@@ -62,18 +62,18 @@ def test_mid_epoch_checkpoint_from_two_ranks_resumes_on_one(tmp_path, shapes_roo
     """A checkpoint written by 2 ranks after 3 steps of batch 8 (48 samples) resumes in one process at
     step 6 of its 8-step epoch, with the lr of that point of the schedule."""
     from visionzoo.config import load_config
-    from visionzoo.engine.trainer import Trainer
+    from visionzoo.training import build_trainer
 
     cfg_file = write_tiny_config(tmp_path / "tiny.yaml", shapes_root)
     cfg = load_config(cfg_file, ["data.batch_size=8", "train.ema.enabled=false", "train.epochs=2"])
     run = tmp_path / "run"
-    trainer = Trainer(cfg, run, show_progress=False)
+    trainer = build_trainer(cfg, run, show_progress=False)
     trainer.save_checkpoint()
     ckpt = load_checkpoint(run / "last.pt")
     ckpt.update(world_size=2, steps_per_epoch=4, epoch=1, batch_in_epoch=3, global_step=7, samples_in_epoch=48)
     atomic_save(ckpt, run / "last.pt")
 
-    resumed = Trainer(cfg, run, resume=run, show_progress=False)
+    resumed = build_trainer(cfg, run, resume=run, show_progress=False)
     assert (resumed.pos.epoch, resumed.pos.batch_in_epoch, resumed.pos.global_step) == (1, 6, 14)
     assert resumed.resumed_geometry["world_size_before"] == 2 and resumed.resumed_geometry["step"] == 14
     scheduler = resumed.schedulers["main"]

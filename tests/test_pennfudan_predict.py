@@ -20,15 +20,15 @@ QUICK = ["train.epochs=1", "train.max_steps_per_epoch=2", "train.log_interval=1"
 @pytest.mark.slow
 def test_pennfudan_recipe_trains_evaluates_and_predicts(shared_archive, tmp_path, one_thread):
     from visionzoo.config import load_config
-    from visionzoo.engine.trainer import Trainer
     from visionzoo.predict import Detector
+    from visionzoo.training import build_trainer
 
     root = shared_archive("pennfudanped.tar.gz")
     cfg = load_config(ROOT / "configs/detection/mask_rcnn_r18_pennfudan.yaml",
                       [f"data.root={root}", "data.params.test_size=4", *QUICK])
     assert cfg.model.kwargs["norm"] == "gn" and cfg.data.dataset == "pennfudan"
     torch.manual_seed(0)
-    trainer = Trainer(cfg, tmp_path / "run", show_progress=False)
+    trainer = build_trainer(cfg, tmp_path / "run", show_progress=False)
     assert len(trainer.train_set) == 146  # 170 - 4 test - 20 val
     trainer.fit()
     checkpoint = tmp_path / "run" / "last.pt"

@@ -152,13 +152,13 @@ def test_a_flipped_byte_in_a_checkpoint_is_an_error_naming_the_file(tmp_path):
 def test_evaluate_falls_back_to_best_only_when_asked(tmp_path, capsys, one_thread):
     from visionzoo.cli.evaluate import main as evaluate_main
     from visionzoo.datasets.write_shapes import write_image_folder
-    from visionzoo.engine.trainer import Trainer
+    from visionzoo.training import build_trainer
 
     root = tmp_path / "data"
     write_image_folder(root, image_size=32, counts={"train": 16, "val": 8, "test": 8}, seed=0, progress=False)
     cfg = load_config(write_tiny_config(tmp_path / "c.yaml", root), ["train.epochs=1", "train.max_steps_per_epoch=1"])
     run_dir = tmp_path / "run"
-    Trainer(cfg, run_dir, show_progress=False).fit()
+    build_trainer(cfg, run_dir, show_progress=False).fit()
     last = run_dir / "last.pt"
     data = bytearray(last.read_bytes())
     data[len(data) // 2] ^= 0x01

@@ -186,7 +186,8 @@ def test_second_and_third_signal_stop_at_once(tmp_path, clean_root, sig, count, 
     assert not list(run_dir.glob("*.tmp"))
     time.sleep(0.2)  # no worker outlives the main process
     leftover = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
-    assert not leftover, leftover
+    assert not leftover, [Path(f"/proc/{pid}/stat").read_text() if Path(f"/proc/{pid}/stat").exists() else pid
+                          for pid in leftover]
 
 
 # ---- torchrun -------------------------------------------------------------------------------------------------

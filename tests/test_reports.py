@@ -11,7 +11,8 @@ from PIL import Image
 
 from visionzoo.reports.compare import compare_html, compare_runs, format_table
 from visionzoo.reports.figures import bar_chart, confusion_matrix_figure, filter_grid, training_curves
-from visionzoo.reports.html import HtmlReport, data_uri_png, format_value
+from visionzoo.reports.html import HtmlReport, add_training_curves, data_uri_png, format_value
+from visionzoo.reports.layer_stats import StatsThresholds, find_warnings, records_from_log, summarize
 from visionzoo.tasks.classification.metrics import ClassificationMeter
 from visionzoo.tasks.classification.report import build_classification_report
 
@@ -273,3 +274,28 @@ def test_compare_html(tmp_path):
     html = out.read_text()
     assert_self_contained(html)
     assert "&lt;run c&gt;" in html and "run_a" in html and "0.9123" in html
+
+
+def test_layer_statistics_come_from_the_log_alone(tmp_path):
+    """A run that logged layer statistics gets their sections in its report, read from the JSON log."""
+    stats = [{"type": "layer_stats", "epoch": 1, "step": step, "losses": {"loss": 1.0},
+              "activations": {"relu": {"kind": "ReLU", "dead_fraction": dead, "mean": 0.1},
+                              "conv": {"kind": "Conv2d", "channel_correlation": 0.95}},
+              "params": {"conv.weight": {"ndim": 4, "weight_norm": 2.0, "grad_norm": 0.1, "update_ratio": 0.5}}}
+             for step, dead in ((0, 0.2), (10, 0.6))]
+    records = records_from_log(fake_log() + stats)
+    assert [r["step"] for r in records] == [0, 10] and all("type" not in r for r in records)
+    summary = summarize(records)
+    assert summary["steps"] == 2 and summary["activations"]["relu"]["dead_fraction"] == {"mean": pytest.approx(0.4), "last": 0.6}
+    warnings = {(w["layer"], w["kind"]): w for w in find_warnings(records)}
+    assert set(warnings) == {("relu", "dead_relu"), ("conv", "correlated"), ("conv.weight", "update_high")}
+    assert warnings[("relu", "dead_relu")]["step"] == 10
+    assert not find_warnings(records, StatsThresholds(dead_relu=0.9, correlation=0.99, update_ratio_high=1.0))
+    report = HtmlReport("run")
+    add_training_curves(report, fake_log() + stats)
+    html = report.write(tmp_path / "r.html").read_text()
+    assert "Layer statistics during training (2 recorded steps)" in html and "Dead ReLU units per layer" in html
+    plain = HtmlReport("run")
+    add_training_curves(plain, fake_log())
+    assert "Layer statistics" not in plain.write(tmp_path / "p.html").read_text()
+

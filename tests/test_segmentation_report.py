@@ -4,8 +4,9 @@ import torch
 from PIL import Image
 
 from visionzoo.datasets.segmentation import voc_palette
+from visionzoo.inference.draw import colorize, overlay
 from visionzoo.tasks.segmentation.metrics import ConfusionMeter
-from visionzoo.tasks.segmentation.report import build_segmentation_report, colorize, overlay
+from visionzoo.tasks.segmentation.report import build_segmentation_report
 
 
 def test_colorize_and_overlay():

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visionzoo.tasks.segmentation.inference import predict_logits, sliding_window_logits, tile_boxes
+from visionzoo.inference.sliding_window import predict_logits, sliding_window_logits, tile_boxes
 
 
 def _pointwise_model(num_classes=4, seed=0):

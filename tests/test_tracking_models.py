@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import visionzoo
+from visionzoo.datasets.crops import box_in_crop, context_side, crop_and_resize
 from visionzoo.models.siamfc import SiamFC, cross_correlate
 from visionzoo.tasks.tracking.losses import contrastive_loss, siamfc_labels, siamfc_logistic_loss
 from visionzoo.tracking import SiamFCParams, SiamFCTracker, SINTTracker, create_tracker, track_sequence
-from visionzoo.tracking.crops import box_in_crop, context_side, crop_and_resize
 from visionzoo.tracking.sint import SINTParams, polar_candidates
 
 

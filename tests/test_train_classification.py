@@ -15,7 +15,8 @@ import torch
 from tests.helpers import ROOT, read_jsonl, run_script, write_tiny_config
 from visionzoo.config import load_config
 from visionzoo.engine.checkpoint import load_checkpoint
-from visionzoo.engine.trainer import NonFiniteLoss, Trainer
+from visionzoo.engine.trainer import NonFiniteLoss
+from visionzoo.training import build_trainer
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +72,11 @@ def test_train_then_evaluate_end_to_end(tmp_path, tiny_cfg):
 
 def test_resume_after_epoch_is_bit_identical(tmp_path, tiny_cfg):
     cfg = load_config(tiny_cfg, ["train.epochs=3"])
-    Trainer(cfg, tmp_path / "straight", show_progress=False).fit()
+    build_trainer(cfg, tmp_path / "straight", show_progress=False).fit()
 
-    Trainer(cfg, tmp_path / "stopped", show_progress=False).fit(stop_after_epoch=1)
+    build_trainer(cfg, tmp_path / "stopped", show_progress=False).fit(stop_after_epoch=1)
     assert load_checkpoint(tmp_path / "stopped" / "last.pt")["epoch"] == 1
-    resumed = Trainer(cfg, tmp_path / "stopped", resume=tmp_path / "stopped", show_progress=False)
+    resumed = build_trainer(cfg, tmp_path / "stopped", resume=tmp_path / "stopped", show_progress=False)
     assert resumed.pos.epoch == 1
     resumed.fit()
 
@@ -142,7 +143,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_cfg
     # lr jumps by 1e12 after epoch 1: epoch 1 trains fine, epoch 2 diverges.
     cfg = load_config(tiny_cfg, ["train.epochs=3", "schedule.name=multistep", "schedule.milestones=[1]",
                                  "schedule.gamma=1.0e+12", "schedule.warmup_epochs=0", "train.grad_clip=null"])
-    trainer = Trainer(cfg, tmp_path / "nan", show_progress=False)
+    trainer = build_trainer(cfg, tmp_path / "nan", show_progress=False)
     with pytest.raises(NonFiniteLoss, match=r"non-finite loss at epoch 2, step \d+, lr [0-9.e+]+: loss=(nan|inf)"):
         trainer.fit()
     assert load_checkpoint(tmp_path / "nan" / "last.pt")["epoch"] == 1
@@ -166,10 +167,10 @@ def test_corrupt_image_skip_or_error(tmp_path, shapes_root):
 
     cfg = load_config(cfg_file, ["train.epochs=1", "data.on_corrupt=skip", "data.batch_size=98"])
     with pytest.raises(ValueError, match="larger than the training set"):
-        Trainer(cfg, tmp_path / "x", show_progress=False)
+        build_trainer(cfg, tmp_path / "x", show_progress=False)
     cfg = load_config(cfg_file, ["train.epochs=1", "data.on_corrupt=skip", "data.batch_size=98",
                                  "data.batch_size=16"])
-    Trainer(cfg, tmp_path / "skip", show_progress=False).fit()
+    build_trainer(cfg, tmp_path / "skip", show_progress=False).fit()
     warnings = [r for r in read_jsonl(tmp_path / "skip" / "log.jsonl") if r["type"] == "warning"]
     assert warnings and warnings[0]["skipped"] >= 1 and "zz_truncated.png" in warnings[0]["message"]
 
@@ -189,7 +190,7 @@ def test_precision_layout_accumulation_and_optimizer_options(tmp_path, tiny_cfg)
                                  "train.accumulate=2", "optim.name=adamw", "optim.lr=0.001",
                                  "schedule.name=step", "schedule.step_size=1", "train.tensorboard=true",
                                  "train.ema.enabled=false"])
-    trainer = Trainer(cfg, tmp_path / "opts", show_progress=False)
+    trainer = build_trainer(cfg, tmp_path / "opts", show_progress=False)
     assert isinstance(trainer.optimizers["main"], torch.optim.AdamW)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     summary = trainer.fit()

@@ -106,12 +106,12 @@ def test_dcgan_keeps_the_best_checkpoint_by_fid_and_warns_on_collapse(tmp_path):
 
 def test_wgan_gp_takes_five_critic_steps_per_generator_step(tmp_path):
     from visionzoo.config import load_config
-    from visionzoo.engine.trainer import Trainer
+    from visionzoo.training import build_trainer
 
     cfg = load_config(ROOT / "configs/generative/wgan_gp_shapes.yaml", [
         "model.kwargs.g_width=8", "model.kwargs.d_width=8", "train.epochs=1", "train.max_steps_per_epoch=10",
         "data.params.train_samples=160", "data.val_split=null", "data.num_workers=0", "data.batch_size=16"])
-    trainer = Trainer(cfg, tmp_path / "wgan", show_progress=False)
+    trainer = build_trainer(cfg, tmp_path / "wgan", show_progress=False)
     assert [(p.name, p.every) for p in trainer.phases] == [("discriminator", 1), ("generator", 5)]
     trainer.fit()
     steps = {name: max(int(s["step"]) for s in opt.state_dict()["state"].values())
@@ -133,14 +133,14 @@ def test_a_model_that_does_not_fit_the_data_size_is_a_clear_error(tmp_path):
 def test_every_generative_config_trains(config, tmp_path):
     """Each shipped config builds its model and data and takes two optimisation steps through the trainer."""
     from visionzoo.config import load_config
-    from visionzoo.engine.trainer import Trainer
+    from visionzoo.training import build_trainer
 
     cfg = load_config(ROOT / "configs/generative" / config, [
         "train.epochs=1", "train.max_steps_per_epoch=2", "data.val_split=null", "data.num_workers=0",
         "data.batch_size=8", "data.params.train_samples=16"])
     if cfg.data.root and "shared" in Path(cfg.data.root).parts and not Path(cfg.data.root).exists():
         pytest.skip(f"needs {cfg.data.root} (the shared real-data folder beside the repository)")
-    trainer = Trainer(cfg, tmp_path / "run", show_progress=False)
+    trainer = build_trainer(cfg, tmp_path / "run", show_progress=False)
     trainer.fit()
     epoch = [r for r in read_jsonl(tmp_path / "run" / "log.jsonl") if r["type"] == "epoch"][0]
     assert epoch["step"] == 2 and all(torch.isfinite(torch.tensor(v)) for k, v in epoch.items()

@@ -11,6 +11,7 @@ Notebook API:
     tracker = visionzoo.create_tracker("siamfc_alexnet", weights="shapes"); tracker.init(frame, box)
     seq = visionzoo.read_sequence("GOT-10k_Val_000001"); visionzoo.track_sequence(tracker, seq, seq.boxes[0])
 """
+import visionzoo.models  # noqa: F401  (its architecture files fill the registry)
 from visionzoo.datasets.sequences import read_sequence
 from visionzoo.factory import create_model
 from visionzoo.features import extract_features

@@ -15,9 +15,9 @@ trackers) are read through their backbone: the first of `model.backbone.body`, `
 
 Preprocessing comes from the weights' model card (`model.pretrained_cfg`): the classification task's
 evaluation transform (resize to input_size / crop_pct, centre crop, scale to [0, 1], normalise by the
-card's mean/std). It is applied to paths, PIL images, numpy arrays, lists of those and uint8 tensors.
-Float tensors (and float batches from a DataLoader or Dataset) are taken as model input, already
-preprocessed, as the datasets of this package yield them.
+card's mean/std; visionzoo.inference.preprocess). It is applied to paths, PIL images, numpy arrays, lists
+of those and uint8 tensors. Float tensors (and float batches from a DataLoader or Dataset) are taken as
+model input, already preprocessed, as the datasets of this package yield them.
 """
 from __future__ import annotations
 
@@ -25,7 +25,6 @@ import difflib
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Callable, Union
 
 import numpy as np
@@ -34,14 +33,22 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from torchvision.models.feature_extraction import (
+    NodePathTracer,
+    _set_default_tracer_kwargs,
+    create_feature_extractor,
+)
+from tqdm.auto import tqdm
+
+from visionzoo.factory import create_model
+from visionzoo.inference.preprocess import preprocess_transform
+from visionzoo.predict import load_image
 
 __all__ = ["POOLING", "LayerFeatures", "extract_features", "layer_names", "preprocess_transform"]
 
 POOLING = ("avg", "max", "gem", None)
 # Sub-modules read for models that cannot be traced whole or take more than images, in order of preference.
 BACKBONE_PATHS = ("backbone.body", "trunk", "backbone")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
 
@@ -53,8 +60,6 @@ def _trace(module: nn.Module):
     The node names are exactly `get_graph_node_names(module)[1]`; the tracer is torchvision's own
     (NodePathTracer with its default leaf modules), used here because the default layer needs the graph
     itself: the node feeding the final Linear layer, which the list of names alone does not tell."""
-    from torchvision.models.feature_extraction import NodePathTracer, _set_default_tracer_kwargs
-
     was_training = module.training
     try:
         tracer = NodePathTracer(**_set_default_tracer_kwargs(None))
@@ -140,25 +145,6 @@ def _check_layer(layer: str, path: str, names: list[str], model_name: str) -> st
                      "(visionzoo.features.layer_names(model) lists them all).")
 
 
-# ---------------------------------------------------------------------------------------- preprocessing
-def preprocess_transform(meta: dict | None) -> Callable:
-    """The evaluation transform for the model card `meta` (a model's `pretrained_cfg`): the same
-    transform the classification task evaluates with. Missing entries fall back to the config defaults
-    (ImageNet mean/std, bilinear, crop_pct 0.875 without a card; 1.0 only when the card says so)."""
-    from visionzoo.tasks.classification.task import build_transforms
-
-    meta = meta or {}
-    size = meta.get("input_size") or (3, 224, 224)
-    height, width = int(size[-2]), int(size[-1])
-    if height != width:
-        raise ValueError(f"preprocess_transform: input_size {list(size)} is not square; pass transform=")
-    data = SimpleNamespace(input_size=height, crop_pct=float(meta.get("crop_pct") or 0.875),
-                           interpolation=meta.get("interpolation") or "bilinear",
-                           mean=list(meta.get("mean") or IMAGENET_MEAN), std=list(meta.get("std") or IMAGENET_STD),
-                           augment=SimpleNamespace(enabled=False))
-    return build_transforms(SimpleNamespace(data=data), train=False)
-
-
 # ---------------------------------------------------------------------------------------- the extractor
 class LayerFeatures(nn.Module):
     """One layer of `model` as (B, D) feature vectors: the layer's output pooled over its spatial
@@ -173,8 +159,6 @@ class LayerFeatures(nn.Module):
     def __init__(self, model: nn.Module, layer: str | None = None, pool: str | None = "avg",
                  normalize: bool = True, gem_p: float = 3.0):
         super().__init__()
-        from torchvision.models.feature_extraction import create_feature_extractor
-
         if pool not in POOLING:
             raise ValueError(f"pool must be one of {', '.join(map(repr, POOLING))}, got {pool!r}")
         if pool == "gem" and not float(gem_p) > 0:
@@ -233,8 +217,6 @@ class LayerFeatures(nn.Module):
 # ---------------------------------------------------------------------------------------- inputs
 def _as_module(model, create_kwargs: dict) -> nn.Module:
     if isinstance(model, str):
-        from visionzoo.factory import create_model
-
         return create_model(model, **create_kwargs)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module or a registered model name, got {type(model).__name__}")
@@ -258,8 +240,6 @@ class _Preprocessed(Dataset):
 
 
 def _to_model_input(item, transform: Callable) -> torch.Tensor:
-    from visionzoo.predict import load_image
-
     if isinstance(item, (tuple, list)):
         item = item[0]  # (image, label) from a dataset
     if isinstance(item, torch.Tensor) and item.is_floating_point():
@@ -341,8 +321,6 @@ def extract_features(
         is left in the train/eval mode it came in."""
     if isinstance(batch_size, bool) or int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-    from tqdm.auto import tqdm
-
     module = _as_module(model, {"weights": weights})
     was_training = module.training
     if device is None:

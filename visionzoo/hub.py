@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 
 import torch.hub
 
-from visionzoo.weights import (
+from visionzoo.weight_files import (
     REPO_WEIGHTS_DIR,
     WEIGHT_SUFFIXES,
     ResolvedWeights,

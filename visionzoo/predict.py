@@ -13,13 +13,20 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+
+from visionzoo.datasets.common import load_rgb
+from visionzoo.factory import create_model
+from visionzoo.inference.crf import DenseCRF
+from visionzoo.inference.draw import draw_detections, draw_top_k, overlay
+from visionzoo.inference.preprocess import eval_transform
+from visionzoo.inference.sliding_window import predict_logits
+from visionzoo.proposals import SelectiveSearch
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
 
@@ -39,94 +46,13 @@ class Detections:
         return len(self.scores)
 
 
-IMAGE_FORMS = ("a path, a PIL image, a uint8 array (H, W) or (H, W, 3) [or (3, H, W)], or a tensor (3, H, W) "
-               "[or (1, H, W)] of uint8 or of floats in [0, 1]")
-
-
-def _refuse(what: str, got: str, fix: str = "") -> ValueError:
-    return ValueError(f"{what}: expected {IMAGE_FORMS}; got {got}" + (f". {fix}" if fix else ""))
-
-
-def _channels_last(shape: tuple, prefer_channels_first: bool) -> bool | None:
-    """Where the channel axis of a 3-D image is: True for (H, W, C), False for (C, H, W), None when neither
-    end holds 1, 3 or 4 channels. When both could, the convention of the type decides (arrays HWC,
-    tensors CHW)."""
-    first, last = shape[0] in (1, 3, 4), shape[2] in (1, 3, 4)
-    if first and last:
-        return not prefer_channels_first
-    return True if last else (False if first else None)
-
-
-def _to_uint8_hwc(values: np.ndarray, shape_text: str, dtype_text: str, channels_first: bool) -> np.ndarray:
-    """A 2-D or 3-D array (HWC, or CHW when `channels_first`) of uint8 or floats in [0, 1] as uint8 (H, W, 3)."""
-    what = "image"
-    got = f"{dtype_text} and shape {shape_text}"
-    if values.ndim == 4:
-        raise _refuse(what, got, "That is a batch: pass a list of images (list(batch)) instead")
-    if values.ndim not in (2, 3):
-        raise _refuse(what, got)
-    if values.ndim == 3 and channels_first:
-        values = np.moveaxis(values, 0, -1)
-    if values.ndim == 3 and values.shape[2] not in (1, 3):
-        fix = ("4 channels (RGBA or CMYK) are not taken as is: drop the alpha channel (image[..., :3]) or convert "
-               "with PIL's image.convert('RGB')") if values.shape[2] == 4 else ""
-        raise _refuse(what, got, fix)
-    if values.shape[0] == 0 or values.shape[1] == 0:
-        raise _refuse(what, f"an empty image ({got})")
-    if values.dtype == np.uint8:
-        out = values
-    elif values.dtype.kind == "f":
-        if not np.isfinite(values).all():
-            raise _refuse(what, f"{got} holding NaN or infinite values")
-        lo, hi = float(values.min()), float(values.max())
-        if lo < 0 or hi > 1:
-            raise _refuse(what, f"{got} with values {lo:.3g}..{hi:.3g}",
-                          "Float images must hold values in [0, 1]; pass uint8 for 0..255")
-        out = np.round(values * 255).astype(np.uint8)
-    else:
-        raise _refuse(what, got, "Convert to uint8 (0..255) or to floats in [0, 1]")
-    if out.ndim == 2:
-        out = out[:, :, None]
-    if out.shape[2] == 1:
-        out = np.repeat(out, 3, axis=2)
-    return np.ascontiguousarray(out)
-
-
 def load_image(image: ImageInput) -> Image.Image:
     """An image in any documented form as a PIL RGB image: a path, a PIL image, a uint8 array (H, W) or
     (H, W, 3) (a (3, H, W) array is transposed), or a tensor (3, H, W) or (1, H, W) of uint8 or of floats in
     [0, 1] (an (H, W, 3) tensor is transposed). Anything else (4 channels, an empty image, a batch, another
-    dtype) is a ValueError naming the shape and dtype expected and given."""
-    if isinstance(image, (str, os.PathLike)):
-        from visionzoo.datasets.common import open_image_rgb
-
-        path = Path(image)
-        if path.is_dir():
-            raise ValueError(f"{path} is a folder, not an image file: pass its files, e.g. "
-                             f"sorted(Path({str(path)!r}).glob('*.jpg'))")
-        pil = open_image_rgb(path)
-        if pil.width == 0 or pil.height == 0:
-            raise _refuse("image", f"an empty image ({path})")
-        return pil
-    if isinstance(image, Image.Image):
-        if image.width == 0 or image.height == 0:
-            raise _refuse("image", f"an empty PIL image of size {image.size}")
-        return image.convert("RGB")
-    if isinstance(image, torch.Tensor):
-        t = image.detach().cpu()
-        shape = tuple(t.shape)
-        dtype_text = str(t.dtype).replace("torch.", "")
-        if not (t.dtype == torch.uint8 or t.is_floating_point()):
-            raise _refuse("image", f"a tensor of dtype {dtype_text} and shape {shape}",
-                          "Convert to uint8 (0..255) or to floats in [0, 1]")
-        channels_first = t.ndim == 3 and not _channels_last(shape, prefer_channels_first=True)
-        values = t.numpy() if t.dtype in (torch.uint8, torch.float32, torch.float64) else t.float().numpy()
-        return Image.fromarray(_to_uint8_hwc(values, str(shape), f"a tensor of dtype {dtype_text}", channels_first))
-    if isinstance(image, np.ndarray):
-        channels_first = image.ndim == 3 and _channels_last(image.shape, prefer_channels_first=False) is False
-        return Image.fromarray(_to_uint8_hwc(image, str(image.shape), f"an array of dtype {image.dtype}",
-                                             channels_first))
-    raise TypeError(f"image: expected {IMAGE_FORMS}; got {type(image).__name__}")
+    dtype) is a ValueError naming the shape and dtype expected and given (see
+    visionzoo.datasets.common.load_rgb, the loader the trackers and selective search share)."""
+    return Image.fromarray(load_rgb(image))
 
 
 class Detector:
@@ -138,8 +64,6 @@ class Detector:
 
     def __init__(self, model: str | nn.Module, weights: str | None = None, *, class_names: list[str] | None = None,
                  score_threshold: float = 0.5, device: str | torch.device = "cpu", proposals: Any = None):
-        from visionzoo.factory import create_model
-
         if isinstance(model, str):
             model = create_model(model, weights=weights)
         elif weights is not None:
@@ -159,8 +83,6 @@ class Detector:
         self.proposals = proposals
         self.proposal_top_k = 1000
         if self.needs_proposals and self.proposals is None:
-            from visionzoo.proposals import SelectiveSearch
-
             params = ((cfg.get("config") or {}).get("data") or {}).get("params") or {}
             self.proposals = SelectiveSearch(**params.get("selective_search", {"mode": "fast"}))
             self.proposal_top_k = int(params.get("proposal_top_k_test", 1000))
@@ -197,15 +119,13 @@ class Detector:
 
     def draw(self, image: ImageInput, result: Detections | None = None) -> Image.Image:
         """`image` with the detections drawn (computed when `result` is None)."""
-        from visionzoo.tasks.detection.report import draw_detections
-
         pil = load_image(image)
         result = self.predict(pil) if result is None else result
         return draw_detections(pil, result.boxes, result.names, result.scores, result.masks)
 
     def plot(self, image: ImageInput, result: Detections | None = None, ax=None):
         """A matplotlib figure of `draw(image, result)` (on `ax` when given)."""
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # heavy, and only for plotting: loaded on first use
 
         drawn = self.draw(image, result)
         if ax is None:
@@ -247,8 +167,6 @@ class Segmenter:
     def __init__(self, model: str | nn.Module, weights: str | None = None, *, class_names: list[str] | None = None,
                  device: str | torch.device = "cpu", crf: bool | dict = False, window: int | None = None,
                  overlap: float = 1 / 3, mean=None, std=None):
-        from visionzoo.factory import create_model
-
         if isinstance(model, str):
             model = create_model(model, weights=weights)
         elif weights is not None:
@@ -263,14 +181,10 @@ class Segmenter:
         self.window, self.overlap = window, overlap
         self.crf = None
         if crf:
-            from visionzoo.tasks.segmentation.crf import DenseCRF
-
             self.crf = DenseCRF(**(crf if isinstance(crf, dict) else {}))
 
     @torch.no_grad()
     def predict(self, images: ImageInput | list[ImageInput]) -> Segmentation | list[Segmentation]:
-        from visionzoo.tasks.segmentation.inference import predict_logits
-
         single = not isinstance(images, (list, tuple))
         results = []
         for pil in (load_image(im) for im in ([images] if single else images)):
@@ -289,8 +203,6 @@ class Segmenter:
 
     def overlay(self, image: ImageInput, result: Segmentation | None = None, alpha: float = 0.55) -> Image.Image:
         """`image` with the predicted classes' colours blended in (computed when `result` is None)."""
-        from visionzoo.tasks.segmentation.report import overlay
-
         pil = load_image(image)
         result = self.predict(pil) if result is None else result
         return overlay(pil, result.mask.astype(np.uint8), alpha=alpha)
@@ -335,8 +247,6 @@ class Classifier:
                  top_k: int = 5, device: str | torch.device = "cpu", input_size: int | None = None,
                  crop_pct: float | None = None, mean=None, std=None, interpolation: str | None = None,
                  batch_size: int = 32):
-        from visionzoo.factory import create_model
-
         if isinstance(model, str):
             model = create_model(model, weights=weights)
         elif weights is not None:
@@ -373,14 +283,7 @@ class Classifier:
         self.model = model.to(self.device).eval()
 
     def _transform(self):
-        from torchvision.transforms import v2
-
-        interp = {"nearest": v2.InterpolationMode.NEAREST, "bilinear": v2.InterpolationMode.BILINEAR,
-                  "bicubic": v2.InterpolationMode.BICUBIC}[self.interpolation]
-        return v2.Compose([v2.ToImage(), v2.Resize(int(round(self.input_size / self.crop_pct)), interpolation=interp,
-                                                   antialias=True),
-                           v2.CenterCrop(self.input_size), v2.ToDtype(torch.float32, scale=True),
-                           v2.Normalize(self.mean, self.std)])
+        return eval_transform(self.input_size, self.crop_pct, self.mean, self.std, self.interpolation)
 
     @torch.no_grad()
     def predict(self, images: ImageInput | list[ImageInput]) -> Classification | list[Classification]:
@@ -407,17 +310,6 @@ class Classifier:
 
     def draw(self, image: ImageInput, result: Classification | None = None, min_side: int = 256) -> Image.Image:
         """`image` (enlarged to at least `min_side` px, so the caption is legible) with the top-k captions."""
-        from PIL import ImageDraw
-
         pil = load_image(image)
         result = self.predict(pil) if result is None else result
-        scale = max(1.0, min_side / max(1, min(pil.size)))
-        if scale > 1:
-            pil = pil.resize((round(pil.width * scale), round(pil.height * scale)), Image.NEAREST)
-        draw = ImageDraw.Draw(pil)
-        lines = [f"{name} {score:.2f}" for name, score in zip(result.labels, result.scores)]
-        height = 12 * len(lines) + 4
-        draw.rectangle([0, 0, pil.width, height], fill=(0, 0, 0))
-        for i, line in enumerate(lines):
-            draw.text((3, 2 + 12 * i), line, fill=(255, 255, 0) if i == 0 else (255, 255, 255))
-        return pil
+        return draw_top_k(pil, result.labels, result.scores, min_side)

@@ -50,9 +50,12 @@ from typing import Any, Callable, NamedTuple, Union
 import numpy as np
 import torch
 from PIL import Image
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save as save_safetensors
 from tqdm import tqdm
 
-from visionzoo.datasets.common import ImageReadError, open_image_rgb
+from visionzoo.datasets.coco import CocoDetection
+from visionzoo.datasets.common import ImageReadError, load_rgb, open_image_rgb
 from visionzoo.datasets.detection import DetectionDataset, ProposalSource
 
 PathLike = Union[str, os.PathLike]
@@ -77,7 +80,7 @@ wrote the file, and only if you trust it), from their ids, boxes and objectness_
 # --------------------------------------------------------------------------------------- utilities
 def _cv2():
     """OpenCV with the contrib modules (selective search lives in ximgproc)."""
-    import cv2
+    import cv2  # loaded on first use: slow to import, and only selective search needs it
 
     if not hasattr(cv2, "ximgproc"):
         raise ImportError(f"OpenCV {cv2.__version__} has no ximgproc module (selective search is in the contrib "
@@ -124,30 +127,9 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
 
 def to_rgb_array(image, source: str = "") -> np.ndarray:
     """An image as a C-contiguous uint8 (H, W, 3) RGB array: a PIL image (any mode), a uint8 numpy array
-    (H, W), (H, W, 1) or (H, W, 3), or a uint8 torch tensor (H, W), (1, H, W) or (3, H, W) (torchvision's
-    CHW layout, e.g. ``tv_tensors.Image``)."""
-    if isinstance(image, Image.Image):
-        arr = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
-    elif isinstance(image, torch.Tensor):
-        t = image.detach().cpu()
-        if t.ndim == 3:
-            t = t.permute(1, 2, 0)
-        arr = t.numpy()
-    elif isinstance(image, np.ndarray):
-        arr = image
-    else:
-        raise TypeError(f"{source or 'image'}: expected a PIL image, numpy array or torch tensor, "
-                        f"got {type(image).__name__}")
-    if arr.dtype != np.uint8:
-        raise ValueError(f"{source or 'image'}: expected uint8 pixels, got {arr.dtype}")
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.ndim != 3 or arr.shape[2] not in (1, 3) or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ValueError(f"{source or 'image'}: expected an RGB or grey image, got an array of shape "
-                         f"{tuple(arr.shape)} (tensors are CHW, arrays HWC)")
-    if arr.shape[2] == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    return np.ascontiguousarray(arr)
+    or a uint8 torch tensor, through the data layer's one loader. Paths and float pixels are refused: the
+    cache key is the exact pixels, and a path is opened by the caller, which names it in errors."""
+    return load_rgb(image, source or "image", paths=False, floats=False)
 
 
 # ------------------------------------------------------------------------------- selective search
@@ -708,8 +690,6 @@ def _read(path: Path) -> _Flat:
                                      "(N,)), e.g. with visionzoo.proposals.write_proposals_file") from None
         return _from_flat(src, arrays["ids"], arrays["boxes"], arrays[sk], arrays["counts"],
                           arrays.get("bbox_mode", "XYXY_ABS"))
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(str(path), framework="np") as f:
             keys = set(f.keys())
@@ -822,9 +802,7 @@ def write_proposals_file(path: PathLike, ids: Sequence, boxes: Sequence, scores:
                             bbox_mode=np.array(flat.bbox_mode))
         data = buf.getvalue()
     else:
-        from safetensors.numpy import save
-
-        data = save({"ids": flat.ids, "boxes": np.ascontiguousarray(b), "scores": s, "counts": flat.counts},
+        data = save_safetensors({"ids": flat.ids, "boxes": np.ascontiguousarray(b), "scores": s, "counts": flat.counts},
                     metadata={"format": FILE_FORMAT, "bbox_mode": flat.bbox_mode})
     _atomic_write_bytes(path, data)
     return path
@@ -832,8 +810,6 @@ def write_proposals_file(path: PathLike, ids: Sequence, boxes: Sequence, scores:
 
 # ---------------------------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> int:
-    from visionzoo.datasets.coco import CocoDetection
-
     p = argparse.ArgumentParser(
         prog="python -m visionzoo.proposals",
         description="Run selective search over a COCO-layout dataset (images/<split>, "

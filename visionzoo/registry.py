@@ -1,8 +1,12 @@
 """The model registry: one `register_model` decorator, wildcard `list_models`, and `model_info`.
 
 Every architecture file registers small builder functions here together with the data that
-describes them (task, family, default input size, which parameters form the classifier head, and
-the official weight files they can load). `visionzoo.factory.create_model` builds from it.
+describes them (task, family, default input size, which parameters form the classifier head, the
+official weight files they can load, and what the model can do: its `Capabilities`, which the tasks ask
+instead of matching family names). `visionzoo.factory.create_model` builds from it.
+
+The registry holds no model code: importing the `visionzoo` package imports `visionzoo.models`, whose
+architecture files fill it.
 """
 from __future__ import annotations
 
@@ -10,13 +14,34 @@ import difflib
 import fnmatch
 import functools
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Literal, Optional
 
 import torch
+
+from visionzoo.profile import count_parameters, gflops
+from visionzoo.weights import available_weights
 
 _MODELS: dict[str, ModelEntry] = {}
 
 TASKS = ("classification", "detection", "segmentation", "tracking", "generative")
+GENERATIVE_KINDS = ("autoencoder", "vae", "gan")
+TRACKER_KINDS = ("siamfc", "sint")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model can do, declared where it is registered; tasks ask these rather than the family name,
+    so a new architecture with the same abilities needs no change in the task code."""
+
+    needs_proposals: bool = False  # detection: takes region proposals with the images (Fast R-CNN)
+    predicts_masks: bool = False  # detection: predicts instance masks as well as boxes (Mask R-CNN)
+    tracker_kind: Optional[Literal["siamfc", "sint"]] = None  # tracking: which visionzoo.tracking tracker runs it
+    # tracking: embeds candidate boxes of a frame (SINT's RoI embeddings, trained with a contrastive loss on
+    # two forward calls per update) instead of scoring a whole search image against an exemplar
+    embeds_candidate_boxes: bool = False
+    generative_kind: Optional[Literal["autoencoder", "vae", "gan"]] = None  # generative: which task class trains it
+    conditional: bool = False  # generative: takes a class label (class count from the data)
+    denoising: bool = False  # autoencoder: trained on corrupted inputs
 
 
 @dataclass(frozen=True)
@@ -35,6 +60,7 @@ class ModelEntry:
     torchvision_name: str | None = None
     description: str = ""
     extra: dict = field(default_factory=dict)
+    capabilities: Capabilities = field(default_factory=Capabilities)
 
 
 def register_model(
@@ -45,11 +71,20 @@ def register_model(
     num_classes: int | None = 1000,
     head: tuple[str, ...] = (),
     torchvision_name: str | None = None,
+    capabilities: Capabilities | None = None,
     **extra,
 ):
-    """Decorator that registers a builder function under its own name."""
+    """Decorator that registers a builder function under its own name; `capabilities` declares what the model
+    can do (what the task may ask of it), `extra` any other metadata (e.g. a GAN's critic steps)."""
     if task not in TASKS:
         raise ValueError(f"register_model: unknown task {task!r}; expected one of {TASKS}")
+    capabilities = capabilities or Capabilities()
+    if task == "generative" and capabilities.generative_kind not in GENERATIVE_KINDS:
+        raise ValueError(f"register_model: a generative model declares capabilities.generative_kind, one of "
+                         f"{GENERATIVE_KINDS}")
+    if task == "tracking" and capabilities.tracker_kind not in TRACKER_KINDS:
+        raise ValueError(f"register_model: a tracking model declares capabilities.tracker_kind, one of "
+                         f"{TRACKER_KINDS}")
 
     def decorate(fn: Callable[..., torch.nn.Module]):
         name = fn.__name__
@@ -67,19 +102,14 @@ def register_model(
             torchvision_name=torchvision_name,
             description=doc[0] if doc else "",
             extra=dict(extra),
+            capabilities=capabilities,
         )
         return fn
 
     return decorate
 
 
-def _ensure_models_imported() -> None:
-    # Importing the package runs every architecture file's @register_model.
-    import visionzoo.models  # noqa: F401
-
-
 def get_entry(name: str) -> ModelEntry:
-    _ensure_models_imported()
     try:
         return _MODELS[name]
     except KeyError:
@@ -90,9 +120,13 @@ def get_entry(name: str) -> ModelEntry:
         ) from None
 
 
+def capabilities(name: str) -> Capabilities:
+    """What the registered model `name` declares it can do."""
+    return get_entry(name).capabilities
+
+
 def list_models(pattern: str | None = None, task: str | None = None) -> list[str]:
     """Registered model names, sorted; `pattern` is an fnmatch wildcard ("resnet*", "vgg1?_bn")."""
-    _ensure_models_imported()
     if task is not None and task not in TASKS:
         raise ValueError(f"list_models: unknown task {task!r}; expected one of {TASKS}")
     names = sorted(_MODELS)
@@ -107,8 +141,6 @@ def list_models(pattern: str | None = None, task: str | None = None) -> list[str
 def count_parameters_and_flops(name: str, num_classes: int | None) -> tuple[int, float | None]:
     """Parameter count and multiply-add GFLOPs at the default input size (torchvision's convention).
     The model is built on the meta device, so nothing is allocated or computed for real."""
-    from visionzoo.profile import count_parameters, gflops
-
     entry = get_entry(name)
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
     with torch.device("meta"):
@@ -119,18 +151,16 @@ def count_parameters_and_flops(name: str, num_classes: int | None) -> tuple[int,
 def model_info(name: str) -> dict:
     """Task, family, parameters, GFLOPs (multiply-adds at the default input size), default input size,
     and the weights available for this model with their measured metrics."""
-    from visionzoo.weights import available_weights
-
     entry = get_entry(name)
-    params, gflops = count_parameters_and_flops(name, entry.default_num_classes)
+    params, flops = count_parameters_and_flops(name, entry.default_num_classes)
     return {
         "name": name,
         "task": entry.task,
         "family": entry.family,
         "description": entry.description,
         "parameters": params,
-        "gflops": None if gflops is None else round(gflops, 4),
+        "gflops": None if flops is None else round(flops, 4),
         "default_input_size": list(entry.default_input_size),
         "default_num_classes": entry.default_num_classes,
-        "weights": available_weights(name),
+        "weights": available_weights(name, entry.torchvision_name),
     }

@@ -15,68 +15,31 @@ searched and the URL.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import pickle
 import re
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-REPO_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-TORCHVISION_PREFIX = "torchvision:"
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
-
-
-class WeightsError(ValueError):
-    """Weights could not be found, verified, read or applied; the message says what and where."""
-
-
-def user_cache_dir() -> Path:
-    home = os.environ.get("VISIONZOO_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "visionzoo")
-    return Path(home) / "weights"
-
-
-def torch_hub_checkpoints_dir() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-@dataclass
-class ResolvedWeights:
-    """A weight file on disk and what is known about it (its model card, if any)."""
-
-    path: Path
-    source: str  # "path", "repo", "cache", "torchvision", "url" or "hf-hub"
-    tag: str | None = None
-    card: dict = field(default_factory=dict)
-    expected_sha256: str | None = None  # full hex digest or prefix
-    verified: bool = False  # True when the sha256 was already checked (by the download that just wrote it)
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def card_path_for(weight_path: Path) -> Path:
-    return weight_path.with_suffix(".json")
-
-
-def read_card(weight_path: Path) -> dict:
-    card_file = card_path_for(weight_path)
-    if not card_file.is_file():
-        return {}
-    try:
-        return json.loads(card_file.read_text())
-    except json.JSONDecodeError as e:
-        raise WeightsError(f"model card {card_file} is not valid JSON: {e}") from e
+from visionzoo import hub
+from visionzoo.weight_files import (  # noqa: F401  (re-exported: the public names of weights handling)
+    REPO_WEIGHTS_DIR,
+    TORCHVISION_PREFIX,
+    WEIGHT_SUFFIXES,
+    ResolvedWeights,
+    WeightsError,
+    card_path_for,
+    checkpoint_card,
+    read_card,
+    read_state_dict,
+    sha256_file,
+    torch_hub_checkpoints_dir,
+    user_cache_dir,
+    verify_sha256,
+)
 
 
 def _torchvision_weight_enum(model_name: str, tv_name: str | None, tag: str):
@@ -97,8 +60,6 @@ def _torchvision_weight_enum(model_name: str, tv_name: str | None, tag: str):
 def resolve_weights(model_name: str, weights: str | os.PathLike, tv_name: str | None = None) -> ResolvedWeights:
     """Find a weight file for `model_name` following the documented lookup order."""
     spec = os.fspath(weights)
-    from visionzoo import hub  # hub builds on this module
-
     if hub.is_url(spec):
         return hub.fetch_url(spec, model_name=model_name)
     if spec.startswith(hub.HF_HUB_PREFIX):
@@ -137,7 +98,7 @@ def resolve_weights(model_name: str, weights: str | os.PathLike, tv_name: str | 
     searched.append(str(direct))
     if direct.is_file():
         card = read_card(direct)
-        return ResolvedWeights(direct, "path", None, card or _checkpoint_card(direct), card.get("sha256"))
+        return ResolvedWeights(direct, "path", None, card or checkpoint_card(direct), card.get("sha256"))
 
     looks_like_path = os.sep in spec or spec.endswith(WEIGHT_SUFFIXES)
     candidates = [spec] if spec.endswith(WEIGHT_SUFFIXES) else [f"{model_name}.{spec}.safetensors", spec]
@@ -159,65 +120,8 @@ def resolve_weights(model_name: str, weights: str | os.PathLike, tv_name: str | 
         f"  Pass a file path, put <model>.<tag>.safetensors in {REPO_WEIGHTS_DIR} or {user_cache_dir()} "
         f"(set VISIONZOO_HOME to move the cache), or use 'torchvision:<TAG>' for torchvision's official files, "
         f"an https:// URL or 'hf-hub:ORG/NAME' (downloaded on first use)."
-        + (f" Available: {', '.join(available_weights(model_name))}" if available_weights(model_name) else "")
+        + (f" Available: {', '.join(available_weights(model_name, tv_name))}" if available_weights(model_name, tv_name) else "")
     )
-
-
-def verify_sha256(resolved: ResolvedWeights) -> None:
-    expected = resolved.expected_sha256
-    if not expected or resolved.verified:
-        return
-    actual = sha256_file(resolved.path)
-    if not actual.startswith(expected.lower()):
-        raise WeightsError(
-            f"{resolved.path}: sha256 mismatch (expected {expected}..., file has {actual}); "
-            "the file is corrupt or not the one its name/model card says. Delete it and fetch it again."
-        )
-
-
-def _checkpoint_card(path: Path) -> dict:
-    """A trainer checkpoint's config and meta as a model card (so its architecture keywords, e.g. a
-    narrower width, rebuild the right model); {} for anything else. Never unpickles objects."""
-    if path.suffix not in (".pt", ".pth"):
-        return {}
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # read_state_dict reports unreadable or unsafe files with the full explanation
-        return {}
-    if not (isinstance(obj, dict) and isinstance(obj.get("config"), dict)):
-        return {}
-    meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
-    return {**meta, "config": obj["config"]}
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read tensors from a safetensors file, or from a .pt/.pth file WITHOUT unpickling arbitrary objects.
-
-    Trainer checkpoints (a dict with a 'model' entry) are accepted too; an EMA copy is preferred.
-    """
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as e:  # safetensors raises its own error types, which differ across versions
-            raise WeightsError(f"{path}: not a readable safetensors file ({e})") from e
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise WeightsError(
-            f"{path}: refused to load: the file contains pickled Python objects other than tensors, which could "
-            f"run arbitrary code. visionzoo only reads plain state dicts (torch.load(weights_only=True)) and "
-            f"safetensors files. Details: {str(e).splitlines()[0]}"
-        ) from None
-    except (RuntimeError, OSError, EOFError) as e:
-        raise WeightsError(f"{path}: not a readable PyTorch weight file ({e})") from e
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        obj = obj.get("ema") if isinstance(obj.get("ema"), dict) and obj.get("ema") else obj["model"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{path}: expected a state dict (parameter name -> tensor), found {type(obj).__name__}")
-    return obj
 
 
 def strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -279,11 +183,9 @@ def head_num_classes(state: dict[str, torch.Tensor], head_prefixes: tuple[str, .
     return None
 
 
-def available_weights(model_name: str) -> dict[str, dict]:
+def available_weights(model_name: str, tv_name: str | None = None) -> dict[str, dict]:
     """Weights this model can load without a path: model cards in the repo and the user cache, and
     torchvision's official tags (with whether the file is present locally)."""
-    from visionzoo.registry import get_entry
-
     out: dict[str, dict] = {}
     for source, folder in (("repo", REPO_WEIGHTS_DIR), ("cache", user_cache_dir())):
         if not folder.is_dir():
@@ -296,7 +198,6 @@ def available_weights(model_name: str) -> dict[str, dict]:
             tag = card.get("tag") or card_file.stem.split(".", 1)[1]
             out.setdefault(tag, {"source": source, "file": str(card_file.with_suffix(".safetensors")),
                                  "metrics": card.get("metrics", {}), "num_classes": card.get("num_classes")})
-    tv_name = get_entry(model_name).torchvision_name
     if tv_name:
         from torchvision.models import get_model_weights
 

@@ -11,7 +11,7 @@ import torch.distributed as dist
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from visionzoo.config import load_config  # noqa: E402
-from visionzoo.engine.trainer import Trainer  # noqa: E402
+from visionzoo.training import build_trainer  # noqa: E402
 
 
 def flat_params(model) -> torch.Tensor:
@@ -22,7 +22,7 @@ def main():
     config, out = sys.argv[1], Path(sys.argv[2])
     dist.init_process_group("gloo")
     rank = dist.get_rank()
-    trainer = Trainer(load_config(config), out / "run", show_progress=False)
+    trainer = build_trainer(load_config(config), out / "run", show_progress=False)
     before = flat_params(trainer.model).clone()
     summary = trainer.fit()
     after = flat_params(trainer.model)

@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     rows = []
     for name in names:
         entry = get_entry(name)
-        found = [tag for tag, w in available_weights(name).items() if w.get("source") != "torchvision"
+        found = [tag for tag, w in available_weights(name, entry.torchvision_name).items() if w.get("source") != "torchvision"
                  or w.get("present")]
         rows.append({"name": name, "task": entry.task, "family": entry.family, "weights": found})
     if args.json:

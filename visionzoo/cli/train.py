@@ -8,8 +8,9 @@
     torchrun --nproc_per_node=4 train.py configs/classification/resnet18_shapes.yaml   # 4 processes (DDP)
 
 Reading order: parse arguments -> join the torchrun process group, if any -> load and validate the config
--> pick the run directory (rank 0 picks, the others follow) -> build the Trainer (data, model, optimizers
-from the config's task) -> fit -> print where things went.
+-> pick the run directory (rank 0 picks, the others follow) -> build the Trainer (the config's task and the
+default hooks: EMA, best checkpoint, signals, layer statistics; visionzoo/training.py) -> fit -> print where
+things went.
 Exit codes: 0 done, 1 bad input (or a full disk, or a run directory another process holds), 3 non-finite
 loss, 128+N stopped by signal N (checkpoint written after the first signal; a second one stops at once).
 """
@@ -22,13 +23,15 @@ import sys
 from pathlib import Path
 
 from visionzoo.cli.configs import explain_missing_path, find_config
-from visionzoo.config import ConfigError, load_config, validate
+from visionzoo.config import ConfigError, apply_overrides, load_config, validate
 from visionzoo.datasets.common import ImageReadError
 from visionzoo.engine import distributed
 from visionzoo.engine.checkpoint import DiskFullError, load_checkpoint, remove_stale_temp_files
 from visionzoo.engine.data import release_workers
+from visionzoo.engine.hooks import exit_now_on_signal
 from visionzoo.engine.run_dir import RunLock, RunLocked
-from visionzoo.engine.trainer import NonFiniteLoss, Trainer, TrainingInterrupted, exit_now_on_signal
+from visionzoo.engine.trainer import NonFiniteLoss, TrainingInterrupted
+from visionzoo.training import build_trainer
 
 
 def error_text(e: BaseException) -> str:
@@ -67,7 +70,6 @@ def resolve_config(args):
     if config_file.is_file():
         return load_config(config_file, args.overrides), str(config_file)
     ckpt = load_checkpoint(resume)  # a checkpoint outside its run directory carries its config
-    from visionzoo.config import apply_overrides
     return validate(apply_overrides(ckpt["config"], args.overrides), where=str(resume)), None
 
 
@@ -126,8 +128,8 @@ def main(argv=None) -> int:
         cfg, config_path = resolve_config(args)
         info, _ = distributed.init_from_env(cfg.train.device)
         run_dir = agreed_run_dir(args, cfg, info.is_main, locks)
-        trainer = Trainer(cfg, run_dir, resume=args.resume, show_progress=not args.no_progress,
-                          config_path=config_path)
+        trainer = build_trainer(cfg, run_dir, resume=args.resume, show_progress=not args.no_progress,
+                                config_path=config_path)  # the config's task, with the default hooks
         processes = f", {info.world_size} processes" if info.enabled else ""
         say(f"run directory: {run_dir}  (device {trainer.device}{processes}, {len(trainer.train_set)} training "
             "samples)", flush=True)

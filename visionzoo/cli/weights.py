@@ -65,12 +65,12 @@ def copy_into_cache(source: Path, names: list[str] | None = None, dest: Path | N
 
 
 def list_weights(model: str | None) -> list[dict]:
-    from visionzoo.registry import list_models
+    from visionzoo.registry import get_entry, list_models
     from visionzoo.weights import available_weights
 
     rows = []
     for name in [model] if model else list_models():
-        for tag, info in available_weights(name).items():
+        for tag, info in available_weights(name, get_entry(name).torchvision_name).items():
             if info.get("source") == "torchvision" and not (model or info.get("present")):
                 continue  # torchvision's tags are listed for one model, or when their file is on disk
             rows.append({"model": name, "weights": tag, **info})

@@ -9,25 +9,19 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import math
 import sys
-import types
-import typing
 from pathlib import Path
-from typing import Any, Literal, Union
 
 import yaml
 
 from visionzoo.config.schema import ExperimentConfig
-
-_UNION_TYPES = (Union, getattr(types, "UnionType", Union))  # X | Y is types.UnionType on Python >= 3.10
+from visionzoo.factory import _check_kwargs
+from visionzoo.registry import get_entry
+from visionzoo.strict import ConfigError, from_dict
+from visionzoo.tasks import get_task
 
 __all__ = ["ConfigError", "ExperimentConfig", "load_config", "load_yaml_with_bases", "to_dict", "validate"]
-
-
-class ConfigError(ValueError):
-    """A config file or override is malformed; the message names the file, key and value."""
 
 
 # Most nodes a config may hold once its aliases are expanded. Aliases let a small file describe an exponentially
@@ -156,107 +150,8 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def _type_name(tp) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " or ".join(repr(a) for a in typing.get_args(tp))
-    if origin in _UNION_TYPES:
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return "null"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    if origin is not None:
-        args = ", ".join(_type_name(a) for a in typing.get_args(tp))
-        return f"{origin.__name__}[{args}]"
-    return getattr(tp, "__name__", str(tp))
-
-
-class _Mismatch(Exception):
-    pass
-
-
-def _coerce(value: Any, tp, key: str, where: str):
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in _UNION_TYPES:
-        for arg in typing.get_args(tp):
-            try:
-                return _coerce(value, arg, key, where)
-            except (_Mismatch, ConfigError):
-                continue
-        raise _Mismatch
-    if tp is type(None):
-        if value is None:
-            return None
-        raise _Mismatch
-    if origin is Literal:
-        if value in typing.get_args(tp):
-            return value
-        raise _Mismatch
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise _Mismatch
-        return from_dict(tp, value, where, prefix=key + ".")
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise _Mismatch
-        (item_tp,) = typing.get_args(tp) or (Any,)
-        return [_coerce(v, item_tp, f"{key}[{i}]", where) for i, v in enumerate(value)]
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise _Mismatch
-        args = typing.get_args(tp)
-        if args:
-            return {k: _coerce(v, args[1], f"{key}.{k}", where) for k, v in value.items()}
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise _Mismatch
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise _Mismatch
-    raise TypeError(f"config schema: unsupported type {tp!r} for {key}")
-
-
-def from_dict(cls, data: dict, where: str = "config", prefix: str = ""):
-    """Build dataclass `cls` from `data`, strictly: unknown keys and wrong types raise ConfigError."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
-            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
-            raise ConfigError(f"{where}: unknown key '{prefix}{key}'{hint}")
-    kwargs = {}
-    for name in names:
-        if name not in data:
-            continue
-        value = data[name]
-        try:
-            kwargs[name] = _coerce(value, hints[name], prefix + name, where)
-        except _Mismatch:
-            raise ConfigError(
-                f"{where}: '{prefix}{name}' = {value!r} has the wrong type: expected {_type_name(hints[name])}"
-            ) from None
-    return cls(**kwargs)
-
-
 def validate(data: dict, where: str = "config") -> ExperimentConfig:
     """Validate a merged config dict into an ExperimentConfig, with task-specific sections typed."""
-    from visionzoo.tasks import get_task
-
     cfg = from_dict(ExperimentConfig, data, where)
     if not cfg.task:
         raise ConfigError(f"{where}: 'task' is required (one of the registered tasks, e.g. classification)")
@@ -324,9 +219,6 @@ def _check_model_kwargs(cfg: ExperimentConfig, where: str) -> None:
     from deep inside model construction, after the data was loaded)."""
     if not cfg.model.kwargs:
         return
-    from visionzoo.factory import _check_kwargs
-    from visionzoo.registry import get_entry
-
     try:
         entry = get_entry(cfg.model.name)
     except (KeyError, ValueError) as e:

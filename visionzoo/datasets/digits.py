@@ -16,8 +16,9 @@ import gzip
 import math
 import os
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -26,6 +27,24 @@ from PIL import Image
 from visionzoo.datasets.common import ImageReadError, open_image
 
 SPLITS = ("train", "val", "trainval", "test")
+
+
+@dataclass
+class DigitsParams:
+    """`data.params` of MNIST, Fashion-MNIST and CIFAR-10 (val is carved out of the official train files)."""
+
+    download: Optional[bool] = None  # fetch missing official files; None: data.download
+    val_size: int = 5000  # training images held out as val
+    split_seed: int = 0  # of the permutation that picks them
+
+
+@dataclass
+class DistortedMNISTParams(DigitsParams):
+    """`data.params` of MNIST distorted as in the spatial-transformer paper."""
+
+    variant: str = "RTS"  # R, RTS or TC
+    seed: int = 0  # of the fixed distortions of val and test
+    fresh: Optional[bool] = None  # new distortions at every read; None: for train and trainval only
 IDX_DTYPES = {0x08: np.uint8}
 MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Union
 
 import torch
 from PIL import Image
@@ -13,6 +14,14 @@ from visionzoo.datasets.common import DEFAULT_MAX_IMAGE_PIXELS, ImageReadError, 
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 ON_CORRUPT = ("error", "skip")
+
+
+@dataclass
+class ImageFolderParams:
+    """`data.params` of an ImageFolder data set (the reader's own options; the rest come from `data`)."""
+
+    extensions: Union[str, list[str]] = field(default_factory=lambda: list(IMAGE_EXTENSIONS))  # file suffixes read
+    allow_external_links: bool = False  # follow symbolic links that leave the root
 
 
 def _visible(name: str) -> bool:

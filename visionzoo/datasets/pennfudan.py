@@ -18,6 +18,8 @@ permutation are "test" — with the default seed 1 these are the 50 test images 
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from functools import cached_property
 from pathlib import Path
@@ -26,6 +28,8 @@ from typing import Callable, Union
 import numpy as np
 import torch
 from PIL import Image
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
 
 from visionzoo.datasets.common import DEFAULT_MAX_IMAGE_PIXELS, ImageReadError, open_image, open_image_rgb
 from visionzoo.datasets.detection import DetectionDataset, make_target
@@ -179,11 +183,6 @@ class PennFudanDetection(DetectionDataset):
     @cached_property
     def coco(self):
         """The split's ground truth as a pycocotools COCO object with RLE instance masks (box and mask AP)."""
-        from pycocotools import mask as mask_utils
-        from pycocotools.coco import COCO
-
-        from visionzoo.tasks.detection.metrics import _quiet
-
         images, anns = [], []
         for index, image_id in enumerate(self.ids):
             h, w = self._sizes[index]
@@ -197,7 +196,7 @@ class PennFudanDetection(DetectionDataset):
                              "bbox": [x1, y1, x2 - x1, y2 - y1], "area": float(area), "segmentation": rle})
         coco = COCO()
         coco.dataset = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "person"}]}
-        with _quiet():  # pycocotools prints while indexing
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints while indexing
             coco.createIndex()
         return coco
 

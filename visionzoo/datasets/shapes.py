@@ -16,7 +16,7 @@ import colorsys
 import functools
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +26,15 @@ SHAPE_CLASSES = ("circle", "square", "triangle", "star", "hexagon")
 
 SPLITS = ("train", "val", "test")
 DEFAULT_SPLIT_SIZES = {"train": 5000, "val": 1000, "test": 1000}
+
+
+@dataclass
+class ShapesParams:
+    """`data.params` of the classification shapes data set."""
+
+    image_size: Optional[int] = None  # rendered side in px; None: data.input_size
+    num_samples: Optional[int] = None  # images per split; None: 5000 train, 1000 val / test
+    seed: int = 0  # of every image (splits never share one)
 
 # Radius range as a fraction of the image side; how far (as a fraction of the radius) a shape may
 # stick out of the frame; inner/outer radius ratio of the star.

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from visionzoo.tracking.crops import box_in_crop, context_side, crop_and_resize
+from visionzoo.datasets.crops import box_in_crop, context_side, crop_and_resize
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """A short training loop on the Task interface, shared by the diagnostics (lr range test, overfit check,
-layer statistics). It builds data, model and optimizers exactly as train.py would (the task's datasets and
-losses, engine/optim.py's optimizers, engine/data.py's seeded loader) but runs a fixed number of steps with
+layer statistics). It builds data, model and the update exactly as train.py would (the task's datasets and
+losses, engine/update.py's Updater, engine/data.py's seeded loader) but runs a fixed number of steps with
 no schedule, no checkpoints and no run directory: the diagnostics write only their own outputs."""
 from __future__ import annotations
 
@@ -13,18 +13,10 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from visionzoo.engine.data import build_loader
-from visionzoo.engine.optim import build_optimizer
-from visionzoo.tasks import UpdatePhase, get_task
+from visionzoo.engine.distributed import select_device
+from visionzoo.engine.update import Updater
+from visionzoo.tasks import get_task
 from visionzoo.tasks.base import Task
-
-
-def select_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {spec!r} was asked for, but CUDA is not available on this machine")
-    return device
 
 
 def disable_augmentation(cfg) -> list[str]:
@@ -71,16 +63,24 @@ def shutdown_workers(loader) -> None:
 
 @dataclass
 class TrainingSetup:
-    """Data, model and optimizers of a config, and one training step that runs every update phase."""
+    """Data, model and the config's Updater (optimizers, update phases, precision; no lr schedule and no
+    accumulation: the diagnostics set the lr themselves and step every batch)."""
 
     cfg: object
     task: Task
     device: torch.device
     train_set: Dataset
     model: nn.Module
-    optimizers: dict[str, torch.optim.Optimizer]
-    phases: list[UpdatePhase]
+    updater: Updater
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return self.updater.optimizers
+
+    @property
+    def phases(self) -> list:
+        return self.updater.phases
 
     def loader(self, dataset: Dataset | None = None, batch_size: int | None = None, shuffle: bool = True,
                drop_last: bool = True, num_workers: int | None = None):
@@ -114,42 +114,17 @@ class TrainingSetup:
             shutdown_workers(loader)
 
     def set_lr(self, lr: float) -> None:
-        for opt in self.optimizers.values():
-            for group in opt.param_groups:
-                group["lr"] = lr
+        self.updater.set_lr(lr)
 
     def train_step(self, batch, step: int, stats=None) -> dict[str, float]:
-        """One step of every due phase (as the trainer does, without AMP or accumulation): zero the grads,
-        the task's loss, backward, optional grad clip, optimizer step. Returns the loss terms as floats
-        (prefixed by the phase name when there are several) and "loss", the sum of the phases' losses."""
-        cfg = self.cfg
+        """One update of every due phase, as the trainer takes it (engine/update.py); `stats` (ActivationStats)
+        records it. Returns the loss terms as floats (prefixed by the phase name when there are several) and
+        "loss", their total."""
         self.model.train()
         if stats is not None:
             stats.begin_step(step)
-        out: dict[str, float] = {}
-        total = 0.0
-        for phase in self.phases:
-            if step % phase.every:
-                continue
-            optimizer = self.optimizers[phase.optimizer]
-            self.model.zero_grad(set_to_none=True)
-            losses = self.task.training_losses(self.model, batch, phase, cfg)
-            if "loss" not in losses:
-                raise ValueError(f"task {self.task.name!r} returned no 'loss' term for phase {phase.name!r}")
-            losses["loss"].backward()
-            if stats is not None:
-                stats.after_backward(optimizer)
-            if cfg.train.grad_clip:
-                params = [p for g in optimizer.param_groups for p in g["params"]]
-                torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-            optimizer.step()
-            if stats is not None:
-                stats.after_optimizer_step()
-            prefix = "" if len(self.phases) == 1 else f"{phase.name}_"
-            for k, v in losses.items():
-                out[prefix + k] = float(v.detach().float())
-            total += out[prefix + "loss"]
-        out["loss"] = total
+        losses = self.updater.update(batch, step, observers=() if stats is None else (stats,))
+        out = {k: float(v.detach().float()) for k, v in losses.items()}
         if stats is not None:
             stats.end_step(out)
         return out
@@ -165,15 +140,7 @@ def build_setup(cfg, device: str | None = None, augment: bool = True) -> Trainin
     model = task.build_model(cfg, train_set).to(dev)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optim_cfgs = cfg.optimizers or {"main": cfg.optim}
-    optimizers = {name: build_optimizer(model, oc, f"optimizers.{name}" if cfg.optimizers else "optim")
-                  for name, oc in optim_cfgs.items()}
-    phases = task.update_phases(cfg)
-    for phase in phases:
-        if phase.optimizer not in optimizers:
-            raise ValueError(f"task {task.name!r} updates with optimizer {phase.optimizer!r}, but the config "
-                             f"defines {sorted(optimizers)}: add optimizers.{phase.optimizer}")
-    return TrainingSetup(cfg, task, dev, train_set, model, optimizers, phases, notes)
+    return TrainingSetup(cfg, task, dev, train_set, model, Updater(cfg, task, model, dev, accumulate=1), notes)
 
 
 def subset(dataset: Dataset, k: int, seed: int = 0) -> Subset:

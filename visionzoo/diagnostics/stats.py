@@ -31,24 +31,18 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
+
+from visionzoo.engine.hooks import HookBase
+from visionzoo.reports.layer_stats import StatsThresholds, find_warnings, summarize
 
 RELU_TYPES = (nn.ReLU, nn.ReLU6)
 SATURATING_TYPES = (nn.Sigmoid, nn.Tanh)
 LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)
-
-
-@dataclass
-class StatsThresholds:
-    dead_relu: float = 0.4  # fraction of dead units (CS231n: "as much as 40 % of your network can be dead")
-    saturation: float = 0.3  # fraction of saturated sigmoid / tanh outputs
-    correlation: float = 0.9  # mean |corr| between a layer's channels
-    update_ratio_high: float = 1e-1  # ||dW|| / ||W|| per step: the lr is likely too high above this
-    update_ratio_low: float = 1e-7  # ... and the layer barely learns below this
-    grad_norm_low: float = 1e-10  # a gradient this small (but not exactly 0) has vanished
 
 
 def channel_correlation(x: torch.Tensor, max_channels: int = 64, max_positions: int = 4096,
@@ -215,73 +209,12 @@ class ActivationStats:
     def summary(self) -> dict:
         """Per activation layer and per parameter: the mean over recorded steps and the last value of each
         statistic ({"activations": {name: {stat: {"mean", "last"}}}, "params": {...}, "steps": n})."""
-        out: dict = {"steps": len(self.records), "activations": {}, "params": {}}
-        for section in ("activations", "params"):
-            series: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-            kinds: dict[str, str] = {}
-            for record in self.records:
-                for name, entry in record[section].items():
-                    if "kind" in entry:
-                        kinds[name] = entry["kind"]
-                    for stat, value in entry.items():
-                        if isinstance(value, (int, float)) and not isinstance(value, bool) and value is not None:
-                            series[name][stat].append(float(value))
-            for name, stats in series.items():
-                finite = {s: [v for v in vals if math.isfinite(v)] for s, vals in stats.items()}
-                out[section][name] = {s: {"mean": sum(v) / len(v) if v else math.nan,
-                                          "last": stats[s][-1]} for s, v in finite.items()}
-                if name in kinds:
-                    out[section][name]["kind"] = kinds[name]
-        return out
+        return summarize(self.records)
 
     def warnings(self) -> list[dict]:
         """One warning per (layer, problem) where a statistic crossed its threshold: {"layer", "kind",
         "value" (the worst one), "step" (first step it happened), "message"}."""
-        t = self.thresholds
-        found: dict[tuple[str, str], dict] = {}
-
-        def add(layer, kind, value, step, message, worse=max):
-            key = (layer, kind)
-            if key in found:
-                found[key]["value"] = worse(found[key]["value"], value)
-            else:
-                found[key] = {"layer": layer, "kind": kind, "value": value, "step": step, "message": message}
-
-        for record in self.records:
-            step = record["step"]
-            for name, e in record["activations"].items():
-                if e.get("non_finite"):
-                    add(name, "non_finite", 1.0, step, f"{name}: NaN or inf in its output")
-                if e.get("dead_fraction") is not None and e["dead_fraction"] > t.dead_relu:
-                    add(name, "dead_relu", e["dead_fraction"], step,
-                        f"{name}: {e['dead_fraction']:.0%} of its units are dead (0 for every input of the batch) "
-                        f"> {t.dead_relu:.0%}: lower the lr, check the init, or try LeakyReLU")
-                if e.get("saturated_fraction") is not None and e["saturated_fraction"] > t.saturation:
-                    add(name, "saturated", e["saturated_fraction"], step,
-                        f"{name}: {e['saturated_fraction']:.0%} of its outputs are saturated (> {t.saturation:.0%}): "
-                        "their gradients vanish; normalise the inputs or scale the init down")
-                corr = e.get("channel_correlation")
-                if corr is not None and corr > t.correlation:
-                    add(name, "correlated", corr, step,
-                        f"{name}: mean |correlation| between its channels is {corr:.2f} (> {t.correlation:g}): "
-                        "the feature maps are largely redundant")
-            for name, p in record["params"].items():
-                g, ratio = p.get("grad_norm"), p.get("update_ratio")
-                if g is not None and not math.isfinite(g):
-                    add(name, "non_finite_grad", g, step, f"{name}: gradient norm is {g}")
-                elif g is not None and 0 < g < t.grad_norm_low:
-                    add(name, "vanishing_grad", g, step, f"{name}: gradient norm {g:.2e} < {t.grad_norm_low:g} "
-                                                         "(vanished)", worse=min)
-                if p.get("ndim", 2) < 2:  # biases and norm scales start near 0 or 1: their ratios say little
-                    ratio = None
-                if ratio is not None and ratio > t.update_ratio_high:
-                    add(name, "update_high", ratio, step,
-                        f"{name}: update/weight ratio {ratio:.2e} > {t.update_ratio_high:g}: the lr is likely too high")
-                elif ratio is not None and 0 < ratio < t.update_ratio_low:
-                    add(name, "update_low", ratio, step,
-                        f"{name}: update/weight ratio {ratio:.2e} < {t.update_ratio_low:g}: the layer barely "
-                        "changes (lr too low, or vanishing gradients)", worse=min)
-        return list(found.values())
+        return find_warnings(self.records, self.thresholds)
 
     def to_json_records(self) -> list[dict]:
         """JSON-lines records: one "stats" per recorded step, then the "warning"s and one "summary"."""
@@ -289,3 +222,56 @@ class ActivationStats:
         out += [{"type": "warning", **w} for w in self.warnings()]
         out.append({"type": "summary", "thresholds": asdict(self.thresholds), **self.summary()})
         return out
+
+
+class LayerStatsHook(HookBase):
+    """ActivationStats as a trainer hook (rank 0 only): records every `interval`-th step that ends an
+    accumulation window into the log ("layer_stats" records) and reports each new threshold crossing once,
+    on the console and in the log, after every epoch."""
+
+    def __init__(self, interval: int):
+        self.interval = interval
+        self.stats: ActivationStats | None = None
+        self.due = False  # whether the step being run is recorded
+        self.warned: set = set()
+
+    def attach(self, trainer) -> None:
+        super().attach(trainer)
+        if trainer.is_main:
+            self.stats = ActivationStats(interval=self.interval).attach(trainer.model)
+
+    def before_step(self) -> None:
+        self.due = self.stats is not None and self.trainer.window_end
+        if self.due:
+            self.stats.begin_step(self.trainer.pos.global_step)
+
+    def after_backward(self, optimizer) -> None:
+        if self.due:
+            self.stats.after_backward(optimizer)
+
+    def after_optimizer_step(self) -> None:
+        if self.due:
+            self.stats.after_optimizer_step()
+
+    def after_step(self, losses: dict) -> None:
+        if not self.due:
+            return
+        record = self.stats.end_step({k: v.detach() for k, v in losses.items()})
+        if record is not None:
+            self.trainer.logger.log({"type": "layer_stats", "epoch": self.trainer.pos.epoch + 1, **record})
+
+    def after_epoch(self) -> None:
+        if self.stats is None:
+            return
+        t = self.trainer
+        for w in self.stats.warnings():
+            if (w["layer"], w["kind"]) in self.warned:
+                continue
+            self.warned.add((w["layer"], w["kind"]))
+            tqdm.write(f"warning: step {w['step']}: {w['message']}")
+            t.logger.log({"type": "warning", "epoch": t.pos.epoch + 1, "step": w["step"],
+                          "message": w["message"], "layer": w["layer"], "kind": w["kind"]})
+
+    def after_train(self) -> None:
+        if self.stats is not None:
+            self.stats.detach()

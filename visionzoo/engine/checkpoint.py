@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+CHECKPOINT_FORMAT = "visionzoo-checkpoint-v1"  # the "format" entry of training checkpoints and best.pt
 CHECKSUM_KEY = "checksum"
 TEMP_SUFFIX = ".tmp"
 # what atomic writes leave behind when killed mid-write: <name>.<random>.tmp (tempfile.mkstemp)

@@ -155,8 +155,18 @@ def worker_signals(release: WorkerRelease, worker_id: int) -> None:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
 
+    default_hook = threading.excepthook
+
+    def quiet_once_released(args):
+        # A batch's file descriptors travel through a server thread in this worker; when the main process stops
+        # mid-transfer (a second signal), that thread's connection breaks. Not an error once it gave up on us.
+        if release.released() and issubclass(args.exc_type, (EOFError, ConnectionError, OSError)):
+            return
+        default_hook(args)
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, on_sigterm)
+    threading.excepthook = quiet_once_released
 
 
 def build_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, drop_last: bool, seed: int,

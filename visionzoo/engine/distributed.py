@@ -63,6 +63,11 @@ def device_for(spec: str, info: DistInfo) -> torch.device:
     return device
 
 
+def select_device(spec: str) -> torch.device:
+    """`spec` (auto, cpu, cuda, cuda:1) for this process; under torchrun, the GPU of its LOCAL_RANK."""
+    return device_for(spec, current())
+
+
 def init_from_env(device_spec: str = "auto", timeout_minutes: float = 30) -> tuple[DistInfo, torch.device]:
     """Join the process group torchrun describes (NCCL for GPUs, gloo on CPU) and pick this rank's device."""
     info = env_world()

@@ -1,19 +1,18 @@
-"""The shared trainer. It knows nothing about any task: datasets, losses and metrics come from the
-Task object named by the config; the trainer owns devices, precision, optimisation, schedules, EMA,
-logging, checkpoints, resume, signals and distributed data parallelism.
+"""The shared trainer loop. It knows no task and no diagnostic: the entry point hands it the Task object
+(datasets, losses, metrics) and a list of hooks (engine/hooks.py: EMA, best checkpoint, signals, the
+validation line; the diagnostics' layer statistics); one update is engine/update.py's Updater. The trainer
+owns what every run needs: devices, data loaders, the position in the run, logging, checkpoints, resume and
+the agreements that keep torchrun's ranks in step.
 
 Under torchrun every rank runs this same code on its share of each epoch; rank 0 alone writes logs,
 checkpoints and progress bars. `data.batch_size` is per process, so the global batch is
 batch_size x world size (the lr is not rescaled for you)."""
 from __future__ import annotations
 
-import contextlib
 import math
-import multiprocessing
-import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,16 +22,23 @@ from tqdm.auto import tqdm
 from visionzoo.config import to_dict
 from visionzoo.engine import distributed
 from visionzoo.engine.backends import configure_backends
-from visionzoo.engine.checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
-from visionzoo.engine.console import epoch_summary, progress_bar
-from visionzoo.engine.data import build_loader, release_workers, sample_seed
-from visionzoo.engine.ema import ModelEma
-from visionzoo.engine.evaluator import autocast_context, evaluate, make_eval_loader
-from visionzoo.engine.optim import build_optimizer, build_scheduler
+from visionzoo.engine.checkpoint import (
+    CHECKPOINT_FORMAT,
+    atomic_save,
+    load_checkpoint,
+    rng_state,
+    set_rng_state,
+)
+from visionzoo.engine.console import progress_bar
+from visionzoo.engine.data import build_loader, sample_seed
+from visionzoo.engine.distributed import select_device
+from visionzoo.engine.evaluator import evaluate, make_eval_loader
+from visionzoo.engine.hooks import EmaHook, HookBase, StoppedNow, exit_now_on_signal
 from visionzoo.engine.run_dir import JsonlLogger, write_run_files
-from visionzoo.tasks import get_task
+from visionzoo.engine.update import Updater
 
-CHECKPOINT_FORMAT = "visionzoo-checkpoint-v1"
+__all__ = ["CHECKPOINT_FORMAT", "NonFiniteLoss", "Position", "StoppedNow", "Trainer", "TrainingInterrupted",
+           "exit_now_on_signal", "select_device"]
 
 
 class TrainingInterrupted(Exception):
@@ -41,24 +47,6 @@ class TrainingInterrupted(Exception):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
-
-
-class StoppedNow(KeyboardInterrupt):
-    """A second SIGINT/SIGTERM: stop at once, without finishing the step or writing a checkpoint."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.exit_code = 128 + signum
-
-
-def exit_now_on_signal(signum, frame):
-    """Signal handler once the process is already stopping: one more signal ends it on the spot."""
-    os.write(2, f"received {signal.Signals(signum).name} again: exiting now\n".encode())
-    # os._exit skips the exit hooks that stop the DataLoader workers; left alone they would outlive this process
-    # until their watchdog notices (seconds later), so they go first
-    for child in multiprocessing.active_children():
-        child.kill()
-    os._exit(128 + signum)
 
 
 class NonFiniteLoss(Exception):
@@ -73,65 +61,90 @@ class Position:
     samples_in_epoch: int = 0  # samples of `epoch` consumed by all ranks together (resume at another world size)
 
 
-def select_device(spec: str) -> torch.device:
-    """`spec` (auto, cpu, cuda, cuda:1) for this process; under torchrun, the GPU of its LOCAL_RANK."""
-    return distributed.device_for(spec, distributed.current())
+@dataclass
+class LossMeter:
+    """Running sums of the loss terms over a log window or an epoch, with a count per term (phases that run
+    every n-th batch report on their own steps), and the images and batches seen."""
 
+    sums: dict = field(default_factory=dict)
+    counts: dict = field(default_factory=dict)
+    images: int = 0
+    batches: int = 0
+    start: float = field(default_factory=time.time)
 
-def average_gradients(params: list[torch.Tensor], world_size: int) -> None:
-    """Mean of every rank's gradients, in one flat all-reduce. For tasks that DistributedDataParallel cannot
-    wrap (several forwards per update, or players updated in turn); a parameter without a gradient on some
-    rank contributes zeros, so every rank reduces the same buffer."""
-    if not params:
-        return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch._utils._flatten_dense_tensors(grads)
-    dist.all_reduce(flat)
-    flat /= world_size
-    for p, g in zip(params, torch._utils._unflatten_dense_tensors(flat, grads)):
-        if p.grad is None:
-            p.grad = g
-        else:
-            p.grad.copy_(g)
+    def add(self, losses: dict, n_images: int) -> None:
+        for k, v in losses.items():
+            v = v.detach().float()
+            self.sums[k] = self.sums.get(k, 0) + v
+            self.counts[k] = self.counts.get(k, 0) + 1
+        self.images += n_images
+        self.batches += 1
 
 
 class Trainer:
-    def __init__(self, cfg, run_dir: str | Path, resume: str | Path | None = None, show_progress: bool = True,
-                 config_path: str | None = None):
-        self.cfg, self.task = cfg, get_task(cfg.task)
-        self.run_dir = Path(run_dir)
-        self.show_progress = show_progress
-        self.config_path = config_path
+    def __init__(self, cfg, task, run_dir: str | Path, hooks: list[HookBase] = (), resume: str | Path | None = None,
+                 show_progress: bool = True, config_path: str | None = None):
+        self.cfg, self.task, self.run_dir = cfg, task, Path(run_dir)
+        self.show_progress, self.config_path = show_progress, config_path
         self.device = select_device(cfg.train.device)
         dist_info = distributed.current()
-        self.rank, self.world_size = dist_info.rank, dist_info.world_size
-        self.is_main = dist_info.is_main
+        self.rank, self.world_size, self.is_main = dist_info.rank, dist_info.world_size, dist_info.is_main
         self.control_group = distributed.control_group() if self.world_size > 1 else None
         torch.manual_seed(cfg.train.seed)
-        self.backend_settings = configure_backends(cfg, self.device, self.task)  # TF32, cuDNN autotuning
+        self.backend_settings = configure_backends(cfg, self.device, task)  # TF32, cuDNN autotuning
+        self._build_data()
+        self.model = self._build_model()
+        self.updater = Updater(cfg, task, self.model, self.device, self.steps_per_epoch // cfg.train.accumulate,
+                               cfg.train.epochs)
+        self.updater.distribute(self.world_size)
+        self._seed_rank_stream(0)
 
-        # data
-        self.train_set = self.task.build_dataset(cfg, cfg.data.train_split, train=True)
-        meta = self.task.model_meta(cfg, self.train_set)
+        self.pos = Position()
+        self.best: dict | None = None  # BestCheckpoint keeps it; checkpoints carry it
+        self.best_metric = cfg.train.best_metric or task.primary_metric_for(cfg)
+        self.stop_signal: int | None = None  # set by SignalHook
+        self.stopping_now = False  # a second signal arrived
+        self.skipped_this_epoch: list = []
+        self.resumed_geometry: dict | None = None
+        self.window_end = True  # whether the step being run ends an accumulation window
+        self.epoch_record: dict = {}  # the epoch's record as far as it goes (for after_validation)
+        self._nonfinite: tuple[int, str] | None = None  # (step, loss terms) of a NaN/inf this rank saw
+        self._pending_agreement = None  # (work, flags) of the all-reduce _agree started last step
+        self.hooks = list(hooks)
+        for hook in self.hooks:
+            hook.attach(self)
+        self.ema = next((h.ema for h in self.hooks if isinstance(h, EmaHook)), None)
+        if resume is not None:
+            self._restore(Path(resume))
+        self.logger = JsonlLogger(self.run_dir / "log.jsonl", enabled=self.is_main,
+                                  tensorboard_dir=self.run_dir / "tb" if cfg.train.tensorboard else None)
+        if self.is_main:
+            write_run_files(self.run_dir, to_dict(cfg), str(self.device),
+                            {"config_file": config_path, "resumed_from": str(resume) if resume else None})
+
+    def _build_data(self) -> None:
+        cfg, task = self.cfg, self.task
+        self.train_set = task.build_dataset(cfg, cfg.data.train_split, train=True)
+        self.meta = task.model_meta(cfg, self.train_set)
         self.val_set = None
         if cfg.data.val_split:
-            self.val_set = self.task.build_dataset(cfg, cfg.data.val_split, train=False,
-                                                   class_names=meta.get("class_names"))
-        self.meta = meta
+            self.val_set = task.build_dataset(cfg, cfg.data.val_split, train=False,
+                                              class_names=self.meta.get("class_names"))
         self.train_loader = build_loader(
             self.train_set, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True, seed=cfg.train.seed,
-            num_workers=cfg.data.num_workers, collate=self.task.collate, pin_memory=self.device.type == "cuda",
+            num_workers=cfg.data.num_workers, collate=task.collate, pin_memory=self.device.type == "cuda",
             prefetch_factor=cfg.data.prefetch_factor, rank=self.rank, world_size=self.world_size)
         if len(self.train_loader) == 0:
             raise ValueError(f"data.batch_size = {cfg.data.batch_size} is larger than the training set "
                              f"({len(self.train_set)} samples): no full batch to train on")
         self.val_loader = None if self.val_set is None else make_eval_loader(
-            self.task, cfg, self.val_set, self.device, self.rank, self.world_size)
+            task, cfg, self.val_set, self.device, self.rank, self.world_size)
         self.steps_per_epoch = len(self.train_loader)
         if cfg.train.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.train.max_steps_per_epoch)
 
-        # model
+    def _build_model(self) -> torch.nn.Module:
+        cfg = self.cfg
         model = self.task.build_model(cfg, self.train_set).to(self.device)
         if cfg.train.sync_batchnorm and self.world_size > 1:
             if self.device.type != "cuda":
@@ -140,81 +153,19 @@ class Trainer:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        self.model = model
-        self.forward_model = model
-        self.ddp = None  # the DistributedDataParallel wrapper, when the task's updates allow one
-        self.phases = self.task.update_phases(cfg)
-        if self.world_size > 1:
-            if self.task.one_forward_per_update(cfg) and len(self.phases) == 1:
-                self.ddp = torch.nn.parallel.DistributedDataParallel(
-                    model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                    find_unused_parameters=cfg.train.find_unused_parameters)
-                self.forward_model = self.ddp
-            else:  # same weights everywhere to start with; gradients are then averaged by average_gradients
-                for tensor in list(model.parameters()) + list(model.buffers()):
-                    dist.broadcast(tensor.data, src=0)
-        if cfg.train.compile:
-            players = self._players()
-            if players:  # the task calls each player itself (a GAN), never the model: compile them in place
-                for player in players:
-                    player.compile()
-            else:
-                self.forward_model = torch.compile(self.forward_model)
-        self._seed_rank_stream(0)
+        return model
 
-        # optimisation
-        optim_cfgs = cfg.optimizers or {"main": cfg.optim}
-        self.optimizers = {name: build_optimizer(model, oc, f"optimizers.{name}" if cfg.optimizers else "optim")
-                           for name, oc in optim_cfgs.items()}
-        for phase in self.phases:
-            if phase.optimizer not in self.optimizers:
-                raise ValueError(f"task {self.task.name!r} updates with optimizer {phase.optimizer!r}, but the config "
-                                 f"defines {sorted(self.optimizers)}: add optimizers.{phase.optimizer}")
-        if len(self.phases) > 1 and cfg.train.accumulate > 1:
-            raise ValueError("train.accumulate > 1 is not supported for tasks with several update phases")
-        updates_per_epoch = self.steps_per_epoch // cfg.train.accumulate
-        self.schedulers = {
-            name: build_scheduler(opt, cfg.schedule, updates_per_epoch, cfg.train.epochs)
-            for name, opt in self.optimizers.items()
-        }
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp == "fp16")
-        self.ema = None
-        if cfg.train.ema.enabled:
-            self.ema = ModelEma(model, cfg.train.ema.decay)
+    # the update's parts, under the names they had when the trainer built them itself
+    optimizers = property(lambda self: self.updater.optimizers)
+    schedulers = property(lambda self: self.updater.schedulers)
+    scaler = property(lambda self: self.updater.scaler)
+    phases = property(lambda self: self.updater.phases)
+    forward_model = property(lambda self: self.updater.forward_model)
+    ddp = property(lambda self: self.updater.ddp)
 
-        self.pos = Position()
-        self.best: dict | None = None
-        self.best_metric = cfg.train.best_metric or self.task.primary_metric_for(cfg)
-        self.stop_signal: int | None = None
-        self.stopping_now = False  # a second signal arrived
-        self.skipped_this_epoch: list = []
-        self.resumed_geometry: dict | None = None
-        self._nonfinite: tuple[int, str] | None = None  # (step, loss terms) of a NaN/inf this rank saw
-        self._pending_agreement = None  # (work, flags) of the all-reduce _agree started last step
-        if resume is not None:
-            self._restore(Path(resume))
-
-        # per-layer statistics (dead ReLUs, saturation, gradient norms, update ratios) on rank 0, every n-th step
-        self.layer_stats = None
-        self._warned_layers: set = set()
-        if cfg.train.layer_stats_interval > 0 and self.is_main:
-            from visionzoo.diagnostics.stats import ActivationStats
-
-            self.layer_stats = ActivationStats(interval=cfg.train.layer_stats_interval).attach(model)
-
-        self.logger = JsonlLogger(self.run_dir / "log.jsonl", enabled=self.is_main,
-                                  tensorboard_dir=self.run_dir / "tb" if cfg.train.tensorboard else None)
-        if self.is_main:
-            write_run_files(self.run_dir, to_dict(cfg), str(self.device),
-                            {"config_file": config_path, "resumed_from": str(resume) if resume else None})
-
-    def _players(self) -> list[torch.nn.Module]:
-        """The sub-modules that tasks with several update phases train in turn (a GAN's generator and
-        discriminator: `optimizers.<name>.params`); empty for a model updated as a whole."""
-        if len(self.phases) < 2:
-            return []
-        paths = {self.cfg.optimizers[p.optimizer].params for p in self.phases if p.optimizer in self.cfg.optimizers}
-        return [self.model.get_submodule(path) for path in sorted(paths) if path]
+    def _call(self, point: str, *args) -> None:
+        for hook in self.hooks:
+            getattr(hook, point)(*args)
 
     # ---- checkpoints ------------------------------------------------------------------------
     def _state(self) -> dict:
@@ -223,9 +174,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "ema": self.ema.module.state_dict() if self.ema else {},
             "ema_n_averaged": torch.tensor(self.ema.n_averaged if self.ema else 0),
-            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
-            "scaler": self.scaler.state_dict(),
+            **self.updater.state_dict(),  # optimizers, schedulers, scaler
             "rng": rng_state(),
             "epoch": self.pos.epoch,
             "batch_in_epoch": self.pos.batch_in_epoch,
@@ -247,12 +196,6 @@ class Trainer:
                              "step": self.pos.global_step})
         return path
 
-    def _save_best(self, metrics: dict) -> None:
-        atomic_save({"format": CHECKPOINT_FORMAT, "model": self.model.state_dict(),
-                     "ema": self.ema.module.state_dict() if self.ema else {}, "metrics": metrics,
-                     "epoch": self.pos.epoch, "global_step": self.pos.global_step,
-                     "config": to_dict(self.cfg), "meta": self.meta}, self.run_dir / "best.pt")
-
     def _restore(self, path: Path) -> None:
         if path.is_dir():
             path = path / "last.pt"
@@ -266,14 +209,7 @@ class Trainer:
                 self.ema.n_averaged = int(ckpt["ema_n_averaged"])
             else:
                 self.ema.module.load_state_dict(ckpt["model"])
-        missing = set(self.optimizers) ^ set(ckpt["optimizers"])
-        if missing:
-            raise ValueError(f"{path}: checkpoint optimizers {sorted(ckpt['optimizers'])} do not match the config's "
-                             f"{sorted(self.optimizers)}")
-        for k, opt in self.optimizers.items():
-            opt.load_state_dict(ckpt["optimizers"][k])
-            self.schedulers[k].load_state_dict(ckpt["schedulers"][k])
-        self.scaler.load_state_dict(ckpt["scaler"])
+        self.updater.load_state_dict(ckpt, path)
         set_rng_state(ckpt["rng"])  # rank 0's generators
         self._seed_rank_stream(ckpt["global_step"])
         old_world = int(ckpt.get("world_size", 1))
@@ -303,90 +239,49 @@ class Trainer:
                                  "steps_per_epoch_before": old_steps, "steps_per_epoch": self.steps_per_epoch,
                                  "step_before": self.pos.global_step, "step": global_step}
         self.pos = Position(self.pos.epoch, batch_in_epoch, global_step, self.pos.samples_in_epoch)
-        updates = global_step // self.cfg.train.accumulate
-        for scheduler in self.schedulers.values():
-            scheduler.last_epoch = updates
-            lrs = [base * fn(updates) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
-            for group, lr in zip(scheduler.optimizer.param_groups, lrs):
-                group["lr"] = lr
-            scheduler._last_lr = lrs
-
-    # ---- signals ----------------------------------------------------------------------------
-    def _install_signal_handlers(self):
-        previous = {}
-
-        def handler(signum, frame):
-            if self.stop_signal is not None:  # second signal: stop now, without waiting for the workers
-                self.stopping_now = True
-                release_workers()  # the workers may now die of the same signal
-                for sig in (signal.SIGINT, signal.SIGTERM):  # a third one, while unwinding, ends the process
-                    signal.signal(sig, exit_now_on_signal)
-                last = self.run_dir / "last.pt"
-                saved = (f"the last checkpoint ({last}) is kept; resume with: python train.py --resume {self.run_dir}"
-                         if last.is_file() else "no checkpoint was written yet")
-                raise StoppedNow(f"stopped at once by a second {signal.Signals(signum).name} at epoch "
-                                 f"{self.pos.epoch + 1}, step {self.pos.global_step}: this step is not saved; "
-                                 f"{saved}", signum)
-            self.stop_signal = signum
-            tqdm.write(f"received {signal.Signals(signum).name}: finishing this step, then writing a checkpoint "
-                       "(send again to stop immediately)")
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                previous[sig] = signal.signal(sig, handler)
-            except ValueError:  # not the main thread
-                pass
-        return previous
-
-    @staticmethod
-    def _restore_signal_handlers(previous):
-        for sig, h in previous.items():
-            signal.signal(sig, h)
+        self.updater.move_schedules(global_step // self.cfg.train.accumulate)
 
     # ---- training ---------------------------------------------------------------------------
     def fit(self, stop_after_epoch: int | None = None) -> dict:
         """Train until cfg.train.epochs (or after epoch `stop_after_epoch`, 1-based, as if the job ended)."""
-        cfg = self.cfg
-        previous = self._install_signal_handlers()
-        self.logger.log({"type": "run", "event": "start" if self.pos.global_step == 0 else "resume",
-                         "epoch": self.pos.epoch, "step": self.pos.global_step, "device": str(self.device),
-                         "world_size": self.world_size, "steps_per_epoch": self.steps_per_epoch,
-                         "train_samples": len(self.train_set),
-                         **({"regridded": self.resumed_geometry} if self.resumed_geometry else {})})
         start = time.time()
-        first_epoch = self.pos.epoch  # the ETA counts the epochs of this process only
         try:
-            while self.pos.epoch < cfg.train.epochs:
-                epoch_stats = self.train_epoch()
-                if self.stop_signal is not None and self.pos.batch_in_epoch < self.steps_per_epoch:
-                    self._interrupted()  # mid-epoch: save the position and stop
-                record = {"type": "epoch", "epoch": self.pos.epoch + 1, "step": self.pos.global_step, **epoch_stats}
-                if self.val_loader is not None and ((self.pos.epoch + 1) % cfg.train.eval_interval == 0
-                                                    or self.pos.epoch + 1 == cfg.train.epochs):
-                    metrics = self.validate()
-                    record.update({f"val_{k}": v for k, v in metrics.items()})
-                    if self.is_main:  # one line per validation: metrics, best so far, ETA
-                        per_epoch = (time.time() - start) / max(self.pos.epoch + 1 - first_epoch, 1)
-                        tqdm.write(epoch_summary(self.pos.epoch + 1, cfg.train.epochs, record, self.best, per_epoch))
-                if self.is_main:
-                    self._after_epoch()
-                    self._report_layer_warnings()
-                self.pos = Position(self.pos.epoch + 1, 0, self.pos.global_step, 0)
-                self.save_checkpoint()
-                self.logger.log(record)
-                if self.stop_signal is not None and self.pos.epoch < cfg.train.epochs:
-                    self._interrupted()
+            self._call("before_train")
+            self.logger.log({"type": "run", "event": "start" if self.pos.global_step == 0 else "resume",
+                             "epoch": self.pos.epoch, "step": self.pos.global_step, "device": str(self.device),
+                             "world_size": self.world_size, "steps_per_epoch": self.steps_per_epoch,
+                             "train_samples": len(self.train_set),
+                             **({"regridded": self.resumed_geometry} if self.resumed_geometry else {})})
+            while self.pos.epoch < self.cfg.train.epochs:
+                self._run_epoch()
                 if stop_after_epoch is not None and self.pos.epoch >= stop_after_epoch:
                     break
         finally:
-            if not self.stopping_now:  # after a second signal, a third one must still end the process at once
-                self._restore_signal_handlers(previous)
-            if self.layer_stats is not None:
-                self.layer_stats.detach()
+            self._call("after_train")
             self.logger.close()
-        summary = {"epochs": self.pos.epoch, "steps": self.pos.global_step, "seconds": round(time.time() - start, 2),
-                   "best": self.best, "run_dir": str(self.run_dir)}
-        return summary
+        return {"epochs": self.pos.epoch, "steps": self.pos.global_step, "seconds": round(time.time() - start, 2),
+                "best": self.best, "run_dir": str(self.run_dir)}
+
+    def _run_epoch(self) -> None:
+        """One epoch: train, validate when due, the epoch's hooks, checkpoint and log record; a signal stops
+        the run here with TrainingInterrupted (mid-epoch, or between epochs)."""
+        cfg = self.cfg
+        epoch_stats = self.train_epoch()
+        if self.stop_signal is not None and self.pos.batch_in_epoch < self.steps_per_epoch:
+            self._interrupted()  # mid-epoch: save the position and stop
+        record = {"type": "epoch", "epoch": self.pos.epoch + 1, "step": self.pos.global_step, **epoch_stats}
+        self.epoch_record = record
+        if self.val_loader is not None and ((self.pos.epoch + 1) % cfg.train.eval_interval == 0
+                                            or self.pos.epoch + 1 == cfg.train.epochs):
+            record.update({f"val_{k}": v for k, v in self.validate().items()})
+        if self.is_main:
+            self._task_after_epoch()
+        self._call("after_epoch")
+        self.pos = Position(self.pos.epoch + 1, 0, self.pos.global_step, 0)
+        self.save_checkpoint()
+        self.logger.log(record)
+        if self.stop_signal is not None and self.pos.epoch < cfg.train.epochs:
+            self._interrupted()
 
     def _interrupted(self):
         self.save_checkpoint()
@@ -396,9 +291,14 @@ class Trainer:
             f"checkpoint written to {self.run_dir / 'last.pt'}.\n"
             f"Resume with: python train.py --resume {self.run_dir}", 128 + self.stop_signal)
 
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """What validation, best.pt and the task's per-epoch artefacts use: the EMA when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
     @torch.no_grad()
-    def _after_epoch(self) -> None:
-        model = self.ema.module if self.ema is not None else self.model
+    def _task_after_epoch(self) -> None:
+        model = self.eval_model
         was_training = model.training
         model.eval()
         self.task.after_epoch(model, self.cfg, self.pos.epoch + 1, self.run_dir, self.val_set or self.train_set)
@@ -406,25 +306,20 @@ class Trainer:
 
     def validate(self) -> dict:
         self._sync_buffers()
-        model = self.ema.module if self.ema is not None else self.model
-        metrics, _, _ = evaluate(self.task, model, self.val_loader, self.cfg, self.device,
+        metrics, _, _ = evaluate(self.task, self.eval_model, self.val_loader, self.cfg, self.device,
                                  desc="validate", show_progress=self.show_progress and self.is_main)
         scalars = self.task.scalar_metrics(metrics)
         for message in metrics.get("warnings") or []:  # e.g. a GAN whose samples collapsed
-            if self.is_main:
-                tqdm.write(f"warning: epoch {self.pos.epoch + 1}: {message}")
-            self.logger.log({"type": "warning", "epoch": self.pos.epoch + 1, "message": message})
+            self.warn(message)
         self.logger.log({"type": "val", "epoch": self.pos.epoch + 1, "step": self.pos.global_step, **scalars})
-        value = scalars.get(self.best_metric)
-        if value is None:
-            raise KeyError(f"train.best_metric = {self.best_metric!r} is not among the metrics {sorted(scalars)}")
-        better = self.best is None or (value > self.best["value"] if self.task.higher_is_better_for(self.best_metric)
-                                       else value < self.best["value"])
-        if better:
-            self.best = {"metric": self.best_metric, "value": value, "epoch": self.pos.epoch + 1}
-            if self.is_main:
-                self._save_best(scalars)
+        self._call("after_validation", scalars)
         return scalars
+
+    def warn(self, message: str, **fields) -> None:
+        """A warning of this epoch: on rank 0's console, and in the log."""
+        if self.is_main:
+            tqdm.write(f"warning: epoch {self.pos.epoch + 1}: {message}")
+        self.logger.log({"type": "warning", "epoch": self.pos.epoch + 1, "message": message, **fields})
 
     def _sync_buffers(self) -> None:
         """BatchNorm statistics (and the EMA's copies of them) drift apart across ranks: each rank updates them
@@ -484,68 +379,76 @@ class Trainer:
         return [s for part in gathered for s in part]
 
     def train_epoch(self) -> dict:
-        cfg, task, device = self.cfg, self.task, self.device
-        log_interval = cfg.train.log_interval
-        check_every_step = device.type == "cpu"  # reading a CPU scalar costs no device sync
-        sampler = self.train_loader.sampler
-        sampler.set_epoch(self.pos.epoch, start=self.pos.samples_in_epoch)
+        cfg = self.cfg
+        check_every_step = self.device.type == "cpu"  # reading a CPU scalar costs no device sync
+        self.train_loader.sampler.set_epoch(self.pos.epoch, start=self.pos.samples_in_epoch)
         self.model.train()
         self.skipped_this_epoch = []
-        sums: dict[str, torch.Tensor] = {}
-        window_sums: dict[str, torch.Tensor] = {}
-        counts: dict[str, int] = {}  # per term: phases that run every n-th batch report on their own steps
-        window_counts: dict[str, int] = {}
-        window_images, window_start, window_batches = 0, time.time(), 0
-        epoch_images, epoch_start = 0, time.time()
+        epoch, window = LossMeter(), LossMeter()
         bar = progress_bar(total=self.steps_per_epoch, initial=self.pos.batch_in_epoch, unit="batch",
-                           desc=f"epoch {self.pos.epoch + 1}/{cfg.train.epochs}", every=log_interval,
+                           desc=f"epoch {self.pos.epoch + 1}/{cfg.train.epochs}", every=cfg.train.log_interval,
                            disable=not (self.show_progress and self.is_main))
         for batch, skipped, _ in self.train_loader:
             if self.pos.batch_in_epoch >= self.steps_per_epoch:
                 break
             self.skipped_this_epoch.extend(skipped)
             if batch is not None:
-                batch = task.to_device(batch, device, cfg.train.channels_last)
-                n_images = task.batch_size_of(batch)
-                losses = self._train_step(batch)
-                for k, v in losses.items():
-                    v = v.detach().float()
-                    window_sums[k] = window_sums.get(k, 0) + v
-                    sums[k] = sums.get(k, 0) + v
-                    window_counts[k] = window_counts.get(k, 0) + 1
-                    counts[k] = counts.get(k, 0) + 1
+                batch = self.task.to_device(batch, self.device, cfg.train.channels_last)
+                n_images = self.task.batch_size_of(batch)
+                losses = self.run_step(batch)
+                window.add(losses, n_images)
+                epoch.add(losses, n_images)
                 if check_every_step:
                     self._check_finite(losses, collective=False)
-                window_images += n_images
-                epoch_images += n_images
-                window_batches += 1
             self.pos.batch_in_epoch += 1
             self.pos.global_step += 1
             self.pos.samples_in_epoch += cfg.data.batch_size * self.world_size
             bar.update(1)
-            stop = self.stop_signal
-            if self.world_size > 1:  # a signal counts once every rank knows it (one step later)
-                stop, finite = self._agree(self.stop_signal, self._nonfinite is None)
-                if not finite:
-                    self._raise_nonfinite()
-                if stop is not None:
-                    self.stop_signal = stop
-            if self.pos.global_step % log_interval == 0 and window_batches:
-                means = self._global_means(window_sums, window_counts)
-                if not check_every_step:
-                    self._check_finite(means)
-                elapsed = max(time.time() - window_start, 1e-9)
-                rate = window_images * self.world_size / elapsed
-                lr = self.current_lr()
-                self.logger.log({"type": "train", "epoch": self.pos.epoch + 1, "step": self.pos.global_step,
-                                 "lr": lr, **means, "images_per_s": round(rate, 2)})
-                bar.set_postfix(loss=f"{means['loss']:.4f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
-                window_sums, window_counts, window_images, window_batches, window_start = {}, {}, 0, 0, time.time()
+            stop = self._agreed_stop()
+            if self.pos.global_step % cfg.train.log_interval == 0 and window.batches:
+                self._log_window(window, bar, check_finite=not check_every_step)
+                window = LossMeter()
             if stop is not None:
                 break
         bar.close()
         if self.world_size > 1:
             self._settle_agreement()
+        return self._epoch_stats(epoch)
+
+    def run_step(self, batch) -> dict[str, torch.Tensor]:
+        """One batch: the hooks around one Updater.update at the current position."""
+        i, accumulate = self.pos.batch_in_epoch, self.cfg.train.accumulate
+        self.window_end = (i + 1) % accumulate == 0 or i + 1 == self.steps_per_epoch
+        self._call("before_step")
+        losses = self.updater.update(batch, self.pos.global_step, window_start=i % accumulate == 0,
+                                     window_end=self.window_end, observers=self.hooks)
+        self._call("after_step", losses)
+        return losses
+
+    def _agreed_stop(self) -> int | None:
+        """The stop signal every rank acts on now: this process's own, or under torchrun what the ranks agreed
+        (a signal counts once every rank knows it, one step later)."""
+        if self.world_size == 1:
+            return self.stop_signal
+        stop, finite = self._agree(self.stop_signal, self._nonfinite is None)
+        if not finite:
+            self._raise_nonfinite()
+        if stop is not None:
+            self.stop_signal = stop
+        return stop
+
+    def _log_window(self, window: LossMeter, bar, check_finite: bool) -> None:
+        """The "train" log record of the last log_interval steps, and the progress bar's loss, lr and speed."""
+        means = self._global_means(window.sums, window.counts)
+        if check_finite:
+            self._check_finite(means)
+        rate = window.images * self.world_size / max(time.time() - window.start, 1e-9)
+        lr = self.current_lr()
+        self.logger.log({"type": "train", "epoch": self.pos.epoch + 1, "step": self.pos.global_step,
+                         "lr": lr, **means, "images_per_s": round(rate, 2)})
+        bar.set_postfix(loss=f"{means['loss']:.4f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
+
+    def _epoch_stats(self, epoch: LossMeter) -> dict:
         skipped = self._gather_skipped()
         if skipped:
             names = ", ".join(sorted({s.path for s in skipped})[:10])
@@ -555,76 +458,12 @@ class Trainer:
                 tqdm.write("warning: " + msg)
             self.logger.log({"type": "warning", "epoch": self.pos.epoch + 1, "message": msg,
                              "skipped": len(skipped)})
-        seconds = time.time() - epoch_start
-        stats = {f"train_{k}": v for k, v in self._global_means(sums, counts).items()}
+        seconds = time.time() - epoch.start
+        stats = {f"train_{k}": v for k, v in self._global_means(epoch.sums, epoch.counts).items()}
         stats.update({"seconds": round(seconds, 2),
-                      "images_per_s": round(epoch_images * self.world_size / max(seconds, 1e-9), 2),
+                      "images_per_s": round(epoch.images * self.world_size / max(seconds, 1e-9), 2),
                       "lr": self.current_lr(), "skipped": len(skipped)})
         return stats
-
-    def _train_step(self, batch) -> dict[str, torch.Tensor]:
-        cfg = self.cfg
-        accumulate = cfg.train.accumulate
-        window_end = (self.pos.batch_in_epoch + 1) % accumulate == 0 or self.pos.batch_in_epoch + 1 == self.steps_per_epoch
-        window_start = self.pos.batch_in_epoch % accumulate == 0
-        all_losses: dict[str, torch.Tensor] = {}
-        stepped = False
-        stats = self.layer_stats if self.layer_stats is not None and window_end else None
-        if stats is not None:
-            stats.begin_step(self.pos.global_step)
-        for phase in self.phases:
-            if self.pos.global_step % phase.every:
-                continue
-            optimizer = self.optimizers[phase.optimizer]
-            if window_start:
-                self.model.zero_grad(set_to_none=True)
-            # DDP all-reduces gradients in its backward hooks; inside an accumulation window only the last one needs to
-            sync = contextlib.nullcontext() if self.ddp is None or window_end else self.ddp.no_sync()
-            with sync:
-                with autocast_context(self.device, cfg.train.amp):
-                    losses = self.task.training_losses(self.forward_model, batch, phase, cfg)
-                if "loss" not in losses:
-                    raise KeyError(f"task {self.task.name!r} returned no 'loss' term for phase {phase.name!r}")
-                self.scaler.scale(losses["loss"] / accumulate).backward()
-            prefix = "" if len(self.phases) == 1 else f"{phase.name}_"
-            all_losses.update({prefix + k: v for k, v in losses.items()})
-            if window_end:
-                if self.world_size > 1 and self.ddp is None:
-                    average_gradients([p for g in optimizer.param_groups for p in g["params"]], self.world_size)
-                if cfg.train.grad_clip:
-                    self.scaler.unscale_(optimizer)
-                    params = [p for g in optimizer.param_groups for p in g["params"]]
-                    torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-                if stats is not None:
-                    stats.after_backward(optimizer)
-                self.scaler.step(optimizer)
-                if stats is not None:
-                    stats.after_optimizer_step()
-                self.schedulers[phase.optimizer].step()
-                stepped = True
-        if stepped:
-            self.scaler.update()
-            if self.ema is not None:
-                self.ema.update_parameters(self.model)
-        if len(self.phases) > 1 and "loss" not in all_losses:
-            all_losses["loss"] = sum(v.detach() for k, v in all_losses.items() if k.endswith("_loss"))
-        if stats is not None:
-            record = stats.end_step({k: v.detach() for k, v in all_losses.items()})
-            if record is not None:
-                self.logger.log({"type": "layer_stats", "epoch": self.pos.epoch + 1, **record})
-        return all_losses
-
-    def _report_layer_warnings(self) -> None:
-        """New threshold crossings of the layer statistics, once each, to the console and the log."""
-        if self.layer_stats is None:
-            return
-        for w in self.layer_stats.warnings():
-            if (w["layer"], w["kind"]) in self._warned_layers:
-                continue
-            self._warned_layers.add((w["layer"], w["kind"]))
-            tqdm.write(f"warning: step {w['step']}: {w['message']}")
-            self.logger.log({"type": "warning", "epoch": self.pos.epoch + 1, "step": w["step"],
-                             "message": w["message"], "layer": w["layer"], "kind": w["kind"]})
 
     def _check_finite(self, losses: dict, collective: bool = True) -> None:
         """Stop on a NaN/inf loss. `collective=False`: only this rank looked, so under torchrun the stop waits
@@ -645,4 +484,4 @@ class Trainer:
         raise NonFiniteLoss(msg)
 
     def current_lr(self) -> float:
-        return float(next(iter(self.optimizers.values())).param_groups[0]["lr"])
+        return self.updater.current_lr()

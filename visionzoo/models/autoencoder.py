@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from visionzoo.models.generative_blocks import ConvDecoder, ConvEncoder, check_images
-from visionzoo.registry import register_model
+from visionzoo.registry import Capabilities, register_model
 
 
 class _AutoencoderBase(nn.Module):
@@ -123,19 +123,22 @@ def corrupt_images(x: torch.Tensor, corruption: str, amount: float,
     raise ValueError(f"corruption = {corruption!r}; expected one of {DenoisingAutoencoder.CORRUPTIONS}")
 
 
-@register_model(task="generative", family="autoencoder", input_size=(1, 28, 28), num_classes=None)
+@register_model(task="generative", family="autoencoder", input_size=(1, 28, 28), num_classes=None,
+                capabilities=Capabilities(generative_kind="autoencoder"))
 def ae_mlp(image_size: int = 28, channels: int = 1, latent_dim: int = 32, hidden: int = 512) -> MLPAutoencoder:
     """Fully connected autoencoder (28 px grayscale by default)."""
     return MLPAutoencoder(image_size, channels, latent_dim, hidden)
 
 
-@register_model(task="generative", family="autoencoder", input_size=(3, 32, 32), num_classes=None)
+@register_model(task="generative", family="autoencoder", input_size=(3, 32, 32), num_classes=None,
+                capabilities=Capabilities(generative_kind="autoencoder"))
 def ae_conv(image_size: int = 32, channels: int = 3, latent_dim: int = 64, width: int = 32) -> ConvAutoencoder:
     """Convolutional autoencoder (DCGAN-style stacks, 28/32/64 px)."""
     return ConvAutoencoder(image_size, channels, latent_dim, width)
 
 
-@register_model(task="generative", family="autoencoder", input_size=(3, 32, 32), num_classes=None, denoising=True)
+@register_model(task="generative", family="autoencoder", input_size=(3, 32, 32), num_classes=None,
+                capabilities=Capabilities(generative_kind="autoencoder", denoising=True))
 def dae_conv(image_size: int = 32, channels: int = 3, latent_dim: int = 64, width: int = 32,
              corruption: str = "gaussian", noise_std: float = 0.2, mask_fraction: float = 0.3) -> DenoisingAutoencoder:
     """Denoising convolutional autoencoder (Gaussian-noise or masking corruption)."""

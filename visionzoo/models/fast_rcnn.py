@@ -33,7 +33,7 @@ from torchvision.ops import boxes as box_ops
 
 from visionzoo.models.backbones import load_backbone_weights
 from visionzoo.models.rcnn import resnet_fpn_backbone
-from visionzoo.registry import register_model
+from visionzoo.registry import Capabilities, register_model
 
 __all__ = ["FastRCNN", "FastRCNNRoIHeads", "fast_rcnn_loss", "scale_proposals"]
 
@@ -278,7 +278,8 @@ def _head_kwargs(batch_size_per_image: int, bg_iou_low: float, box_score_thresh:
             "detections_per_img": box_detections_per_img}
 
 
-@register_model(task="detection", family="fast_rcnn", input_size=(3, 600, 600), num_classes=21, head=_HEAD)
+@register_model(task="detection", family="fast_rcnn", input_size=(3, 600, 600), num_classes=21, head=_HEAD,
+                capabilities=Capabilities(needs_proposals=True))
 def fast_rcnn_vgg16(num_classes: int = 21, min_size: int = 600, max_size: int = 1000, trainable_layers: int = 3,
                     dropout: float = 0.5, batch_size_per_image: int = 64, bg_iou_low: float = 0.1,
                     box_score_thresh: float = 0.05, box_nms_thresh: float = 0.3, box_detections_per_img: int = 100,
@@ -315,7 +316,8 @@ def _resnet_fpn_fast_rcnn(depth: int, num_classes: int, min_size: int, max_size:
                       image_std, **head_kwargs)
 
 
-@register_model(task="detection", family="fast_rcnn", input_size=(3, 800, 800), num_classes=91, head=_HEAD)
+@register_model(task="detection", family="fast_rcnn", input_size=(3, 800, 800), num_classes=91, head=_HEAD,
+                capabilities=Capabilities(needs_proposals=True))
 def fast_rcnn_resnet50_fpn(num_classes: int = 91, min_size: int = 800, max_size: int = 1333,
                            trainable_layers: int = 3, batch_size_per_image: int = 64, bg_iou_low: float = 0.1,
                            box_score_thresh: float = 0.05, box_nms_thresh: float = 0.3,
@@ -328,7 +330,8 @@ def fast_rcnn_resnet50_fpn(num_classes: int = 91, min_size: int = 800, max_size:
                                                                        box_detections_per_img))
 
 
-@register_model(task="detection", family="fast_rcnn", input_size=(3, 256, 256), num_classes=91, head=_HEAD)
+@register_model(task="detection", family="fast_rcnn", input_size=(3, 256, 256), num_classes=91, head=_HEAD,
+                capabilities=Capabilities(needs_proposals=True))
 def fast_rcnn_resnet18_fpn(num_classes: int = 91, min_size: int = 256, max_size: int = 256,
                            trainable_layers: int = 5, batch_size_per_image: int = 64, bg_iou_low: float = 0.1,
                            box_score_thresh: float = 0.05, box_nms_thresh: float = 0.3,

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from visionzoo.models.generative_blocks import ConvDecoder, ConvEncoder, check_labels, label_maps, stack_plan
-from visionzoo.registry import register_model
+from visionzoo.registry import Capabilities, register_model
 
 
 def dcgan_init(module: nn.Module) -> None:
@@ -97,7 +97,7 @@ class GAN(nn.Module):
 
 
 @register_model(task="generative", family="gan", input_size=(3, 64, 64), num_classes=None, gan_loss="nonsaturating",
-                critic_steps=1)
+                critic_steps=1, capabilities=Capabilities(generative_kind="gan"))
 def dcgan(image_size: int = 64, channels: int = 3, latent_dim: int = 100, g_width: int = 64,
           d_width: int = 64) -> GAN:
     """DCGAN, the pytorch/examples recipe (z 100, 64 feature maps at 64 px)."""
@@ -106,7 +106,7 @@ def dcgan(image_size: int = 64, channels: int = 3, latent_dim: int = 100, g_widt
 
 
 @register_model(task="generative", family="gan", input_size=(3, 64, 64), num_classes=None, gan_loss="wgan-gp",
-                critic_steps=5)
+                critic_steps=5, capabilities=Capabilities(generative_kind="gan"))
 def wgan_gp(image_size: int = 64, channels: int = 3, latent_dim: int = 100, g_width: int = 64,
             d_width: int = 64) -> GAN:
     """WGAN-GP: DCGAN generator, layer-normalised critic, gradient penalty 10, 5 critic steps per generator step."""
@@ -115,7 +115,7 @@ def wgan_gp(image_size: int = 64, channels: int = 3, latent_dim: int = 100, g_wi
 
 
 @register_model(task="generative", family="gan", input_size=(3, 64, 64), num_classes=5, gan_loss="nonsaturating",
-                critic_steps=1, conditional=True)
+                critic_steps=1, capabilities=Capabilities(generative_kind="gan", conditional=True))
 def cdcgan(num_classes: int = 5, image_size: int = 64, channels: int = 3, latent_dim: int = 100, g_width: int = 64,
            d_width: int = 64) -> GAN:
     """Conditional DCGAN: one-hot labels appended to z and as input planes of the discriminator."""

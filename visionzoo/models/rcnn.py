@@ -20,7 +20,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from visionzoo.models.backbones import freeze_resnet_stages, load_backbone_weights, norm_layer
-from visionzoo.registry import register_model
+from visionzoo.registry import Capabilities, register_model
 
 _BOX_HEAD = ("roi_heads.box_predictor.",)
 _MASK_HEAD = _BOX_HEAD + ("roi_heads.mask_predictor.mask_fcn_logits.",)
@@ -113,7 +113,7 @@ def faster_rcnn_resnet50_fpn(num_classes: int = 91, min_size: int = 800, max_siz
 
 
 @register_model(task="detection", family="mask_rcnn", input_size=(3, 800, 800), num_classes=91, head=_MASK_HEAD,
-                torchvision_name="maskrcnn_resnet50_fpn")
+                torchvision_name="maskrcnn_resnet50_fpn", capabilities=Capabilities(predicts_masks=True))
 def mask_rcnn_resnet50_fpn(num_classes: int = 91, min_size: int = 800, max_size: int = 1333,
                            trainable_layers: int = 3, box_detections_per_img: int = 100,
                            backbone_weights: str | None = None, box_score_thresh: float = 0.05,
@@ -152,7 +152,7 @@ def _small_detector(cls, num_classes, min_size, max_size, trainable_layers, back
                              image_std=image_std, **heads, **kwargs))
 
 
-def _small_builder(cls, name: str, family: str, head: tuple[str, ...], doc: str):
+def _small_builder(cls, name: str, family: str, head: tuple[str, ...], doc: str, capabilities: Capabilities):
     def build(num_classes: int = 91, min_size: int = 256, max_size: int = 256, trainable_layers: int = 5,
               backbone_weights: str | None = None, anchor_sizes: tuple | None = None,
               image_mean: tuple | None = None, image_std: tuple | None = None, fpn_channels: int = 256,
@@ -171,12 +171,13 @@ def _small_builder(cls, name: str, family: str, head: tuple[str, ...], doc: str)
 
     build.__name__ = build.__qualname__ = name
     build.__doc__ = doc
-    return register_model(task="detection", family=family, input_size=(3, 256, 256), num_classes=91, head=head)(build)
+    return register_model(task="detection", family=family, input_size=(3, 256, 256), num_classes=91, head=head,
+                          capabilities=capabilities)(build)
 
 
 faster_rcnn_resnet18_fpn = _small_builder(
     FasterRCNN, "faster_rcnn_resnet18_fpn", "faster_rcnn", _BOX_HEAD,
-    "Faster R-CNN on a ResNet-18-FPN backbone: the small variant for CPU work.")
+    "Faster R-CNN on a ResNet-18-FPN backbone: the small variant for CPU work.", Capabilities())
 mask_rcnn_resnet18_fpn = _small_builder(
     MaskRCNN, "mask_rcnn_resnet18_fpn", "mask_rcnn", _MASK_HEAD,
-    "Mask R-CNN on a ResNet-18-FPN backbone: the small variant for CPU work.")
+    "Mask R-CNN on a ResNet-18-FPN backbone: the small variant for CPU work.", Capabilities(predicts_masks=True))

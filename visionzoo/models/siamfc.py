@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visionzoo.registry import register_model
+from visionzoo.registry import Capabilities, register_model
 
 EXEMPLAR_SIZE, SEARCH_SIZE, TOTAL_STRIDE = 127, 255, 8
 
@@ -95,7 +95,8 @@ def _init_weights(model: nn.Module) -> None:
 
 
 @register_model(task="tracking", family="siamfc", input_size=(3, SEARCH_SIZE, SEARCH_SIZE), num_classes=None,
-                exemplar_size=EXEMPLAR_SIZE, search_size=SEARCH_SIZE, response_size=17)
+                exemplar_size=EXEMPLAR_SIZE, search_size=SEARCH_SIZE, response_size=17,
+                capabilities=Capabilities(tracker_kind="siamfc"))
 def siamfc_alexnet(width: float = 1.0, out_scale: float = 1e-3):
     """SiamFC with the paper's AlexNet-like embedding: 127/255 crops, 17x17 response (2.33M parameters).
     `width` scales every layer's channels (1.0 = the paper; smaller for quick tests)."""

@@ -26,7 +26,7 @@ from torch import nn
 from torchvision.ops import roi_pool
 
 from visionzoo.models.backbones import freeze_resnet_stages, load_backbone_weights
-from visionzoo.registry import register_model
+from visionzoo.registry import Capabilities, register_model
 
 
 class SINT(nn.Module):
@@ -87,7 +87,8 @@ class _ResNetTrunk(nn.Module):
         return {"layer2": c2, "layer3": self.layer3(c2)}
 
 
-@register_model(task="tracking", family="sint", input_size=(3, 255, 255), num_classes=None)
+@register_model(task="tracking", family="sint", input_size=(3, 255, 255), num_classes=None,
+                capabilities=Capabilities(tracker_kind="sint", embeds_candidate_boxes=True))
 def sint(pool_size: int = 7, fc6_dim: int = 4096, backbone_weights: str | None = None):
     """SINT as in the paper: VGG16 without pool4/pool5, RoI pooling on conv4_3, conv5_3 and fc6."""
     trunk = _VGGTrunk()
@@ -101,7 +102,8 @@ def sint(pool_size: int = 7, fc6_dim: int = 4096, backbone_weights: str | None =
     return SINT(trunk, {"conv4_3": 1 / 8, "conv5_3": 1 / 8}, pool_size, fc6)
 
 
-@register_model(task="tracking", family="sint", input_size=(3, 255, 255), num_classes=None)
+@register_model(task="tracking", family="sint", input_size=(3, 255, 255), num_classes=None,
+                capabilities=Capabilities(tracker_kind="sint", embeds_candidate_boxes=True))
 def sint_resnet18(pool_size: int = 7, backbone_weights: str | None = None, trainable_layers: int = 3):
     """SINT, small: ResNet-18 layer2 (stride 8) and layer3 (stride 16) RoI-pooled and L2-normalised."""
     resnet = tvm.resnet18(weights=None)

@@ -33,7 +33,7 @@ from visionzoo.models.generative_blocks import (
     check_labels,
     label_maps,
 )
-from visionzoo.registry import register_model
+from visionzoo.registry import Capabilities, register_model
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 VARIANCES = ("learned", "fixed")
@@ -226,7 +226,8 @@ def _conv_vae(image_size, channels, latent_dim, width, num_classes=None, **kw) -
                conv_input=True, **kw)
 
 
-@register_model(task="generative", family="vae", input_size=(1, 28, 28), num_classes=None)
+@register_model(task="generative", family="vae", input_size=(1, 28, 28), num_classes=None,
+                capabilities=Capabilities(generative_kind="vae"))
 def vae_mlp(image_size: int = 28, channels: int = 1, latent_dim: int = 16, hidden: int = 512,
             likelihood: str = "bernoulli", variance: str = "learned", sigma: float = 0.1, activation: str = "relu",
             objective: str = "elbo", k: int = 1) -> VAE:
@@ -238,7 +239,8 @@ def vae_mlp(image_size: int = 28, channels: int = 1, latent_dim: int = 16, hidde
                     sigma=sigma, beta=1.0, activation=activation, objective=objective, k=k)
 
 
-@register_model(task="generative", family="vae", input_size=(3, 32, 32), num_classes=None)
+@register_model(task="generative", family="vae", input_size=(3, 32, 32), num_classes=None,
+                capabilities=Capabilities(generative_kind="vae"))
 def vae_conv(image_size: int = 32, channels: int = 3, latent_dim: int = 32, width: int = 32,
              likelihood: str = "gaussian", variance: str = "learned", sigma: float = 0.1) -> VAE:
     """Convolutional VAE (DCGAN-style stacks), Gaussian decoder with a learned per-channel variance."""
@@ -246,7 +248,8 @@ def vae_conv(image_size: int = 32, channels: int = 3, latent_dim: int = 32, widt
                      sigma=sigma, beta=1.0)
 
 
-@register_model(task="generative", family="vae", input_size=(3, 32, 32), num_classes=None)
+@register_model(task="generative", family="vae", input_size=(3, 32, 32), num_classes=None,
+                capabilities=Capabilities(generative_kind="vae"))
 def beta_vae_conv(image_size: int = 32, channels: int = 3, latent_dim: int = 32, width: int = 32,
                   likelihood: str = "gaussian", variance: str = "learned", sigma: float = 0.1,
                   beta: float = 4.0) -> VAE:
@@ -256,7 +259,8 @@ def beta_vae_conv(image_size: int = 32, channels: int = 3, latent_dim: int = 32,
                      sigma=sigma, beta=beta)
 
 
-@register_model(task="generative", family="vae", input_size=(3, 32, 32), num_classes=5, conditional=True)
+@register_model(task="generative", family="vae", input_size=(3, 32, 32), num_classes=5,
+                capabilities=Capabilities(generative_kind="vae", conditional=True))
 def cvae_conv(num_classes: int = 5, image_size: int = 32, channels: int = 3, latent_dim: int = 32, width: int = 32,
               likelihood: str = "gaussian", variance: str = "learned", sigma: float = 0.1) -> VAE:
     """Class-conditional VAE: one-hot labels as extra input planes of the encoder and extra latent inputs

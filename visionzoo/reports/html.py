@@ -31,6 +31,9 @@ from typing import Any
 
 from PIL import Image
 
+from visionzoo.reports.figures import training_curves
+from visionzoo.reports.layer_stats import add_layer_statistics
+
 __all__ = ["HtmlReport", "Section", "data_uri_png", "escape", "format_value"]
 
 
@@ -410,8 +413,6 @@ def add_run_info(report: HtmlReport, run_info: Mapping | None) -> None:
 
 def add_training_curves(report: HtmlReport, log_records: Sequence[dict] | None) -> None:
     """A "Training curves" section from a run's JSON-lines log, or a note when there is none."""
-    from visionzoo.reports.figures import training_curves
-
     report.add_section("Training curves")
     fig = training_curves(list(log_records)) if log_records else None
     if fig is None:
@@ -421,13 +422,3 @@ def add_training_curves(report: HtmlReport, log_records: Sequence[dict] | None) 
     report.add_figure(None, fig, caption="Training loss terms and learning rate per logged step; validation "
                                          "metrics per evaluated epoch (the value at the last epoch is labelled).")
     add_layer_statistics(report, log_records)
-
-
-def add_layer_statistics(report: HtmlReport, log_records: Sequence[dict] | None) -> None:
-    """Per-layer statistics the run recorded (train.layer_stats_interval > 0): warnings and charts."""
-    from visionzoo.diagnostics.report import add_layer_stats_sections, stats_from_log
-
-    stats = stats_from_log(log_records or [])
-    if stats is not None:
-        add_layer_stats_sections(report, stats, heading=f"Layer statistics during training "
-                                                        f"({len(stats.records)} recorded steps)")

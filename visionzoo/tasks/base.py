@@ -2,7 +2,6 @@
 (datasets, losses, metrics, report sections) lives in its own package under visionzoo/tasks/."""
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import Dataset, default_collate
+
+from visionzoo.datasets.registry import split_exists
+from visionzoo.factory import create_model
+from visionzoo.registry import get_entry
 
 
 @dataclass
@@ -26,19 +29,6 @@ class UpdatePhase:
     name: str = "main"
     optimizer: str = "main"
     every: int = 1
-
-
-def checked_data_params(cfg, known: dict, task: str) -> dict:
-    """cfg.data.params over the task's defaults `known`; a key the task does not know is named in the error
-    with the closest known key (a typo must not be silently ignored)."""
-    unknown = [k for k in cfg.data.params if k not in known]
-    if unknown:
-        k = unknown[0]
-        close = difflib.get_close_matches(k, list(known), n=1)
-        raise ValueError(f"data.params.{k} is not a {task} data parameter"
-                         + (f"; did you mean {close[0]!r}?" if close else "")
-                         + f" (known: {', '.join(known)})")
-    return {**known, **cfg.data.params}
 
 
 def checked_class_names(class_names, num_classes: int) -> list[str]:
@@ -104,13 +94,20 @@ class Task:
     higher_is_better: bool = False
 
     # ---- data -------------------------------------------------------------------------------
-    def build_dataset(self, cfg, split: str, train: bool, reference: Dataset | None = None) -> Dataset:
-        """The dataset for `split`; `reference` is the training set (to share e.g. class names)."""
+    def for_config(self, cfg) -> Task:
+        """The task object that handles `cfg`: itself, except for a task that is several (generative: one class
+        per kind of model, chosen by the model's declared capabilities)."""
+        return self
+
+    def build_dataset(self, cfg, split: str, train: bool, class_names: list[str] | None = None) -> Dataset:
+        """The data set `cfg.data.dataset` (looked up in visionzoo.datasets.registry) for `split`; `class_names`
+        are those the model was trained on (evaluation data must have the same classes, in the same order)."""
         raise NotImplementedError
 
     def split_exists(self, cfg, split: str) -> bool:
-        """Whether data.root holds `split` (evaluate.py picks the test split, else val)."""
-        return not cfg.data.root or (Path(cfg.data.root) / split).is_dir()
+        """Whether the config's data hold `split` (evaluate.py picks the test split, else val): the data set's
+        fixed splits, its own test, or a folder data.root/<split>."""
+        return split_exists(self.name, cfg.data, split)
 
     def collate(self, samples):
         return default_collate(samples)
@@ -124,8 +121,6 @@ class Task:
     # ---- model ------------------------------------------------------------------------------
     def build_model(self, cfg, train_set: Dataset | None) -> nn.Module:
         """The config's model; the class count defaults to the training set's `classes`."""
-        from visionzoo.factory import create_model
-
         num_classes = cfg.model.num_classes
         if num_classes is None and train_set is not None and hasattr(train_set, "classes"):
             num_classes = len(train_set.classes)
@@ -185,6 +180,4 @@ class Task:
 
 def model_num_classes(cfg) -> int | None:
     """cfg.model.num_classes, else the registered model's default class count."""
-    from visionzoo.registry import get_entry
-
     return cfg.model.num_classes or get_entry(cfg.model.name).default_num_classes

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from visionzoo.factory import create_model
+from visionzoo.models.siamfc import load_siamfc_pytorch
+from visionzoo.registry import get_entry, list_models
 from visionzoo.tracking.base import Tracker, TrackResult, track_sequence
 from visionzoo.tracking.siamfc import SiamFCParams, SiamFCTracker
 from visionzoo.tracking.siamfc_pytorch import SiamFCPytorchTracker
@@ -50,9 +53,6 @@ def create_tracker(name: str, weights: str | None = None, *, device="cpu", mean=
     5-scale search: `**vars(SiamFCParams.five_scale())`). `compat="siamfc-pytorch"`: `weights` is a
     checkpoint of that project for `siamfc_alexnet`, tracked with its conventions (see
     visionzoo.tracking.siamfc_pytorch)."""
-    from visionzoo.factory import create_model
-    from visionzoo.registry import get_entry
-
     entry = get_entry(name)
     if entry.task != "tracking":
         raise ValueError(f"{name!r} is a {entry.task} model, not a tracker; trackers: "
@@ -69,8 +69,6 @@ def create_tracker(name: str, weights: str | None = None, *, device="cpu", mean=
 
 
 def _compat_tracker(name: str, weights, compat: str, *, device, mean, std, model_kwargs, params) -> Tracker:
-    from visionzoo.models.siamfc import load_siamfc_pytorch
-
     if compat not in COMPAT:
         raise ValueError(f"compat={compat!r} is not known; one of: {', '.join(COMPAT)}")
     if name != "siamfc_alexnet":
@@ -88,8 +86,6 @@ def _compat_tracker(name: str, weights, compat: str, *, device, mean, std, model
 
 
 def _tracking_models() -> list[str]:
-    from visionzoo.registry import list_models
-
     return list_models(task="tracking")
 
 

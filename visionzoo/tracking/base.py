@@ -5,8 +5,9 @@
     box, score = tracker.update(next_frame)      # box: (x, y, w, h) in pixels
     result = visionzoo.track_sequence(tracker, frames, init_box)   # result.boxes, result.fps
 
-Frames are paths, PIL images, HxWx3 uint8 RGB arrays or CHW tensors (anything `load_image` takes; a CHW
-array is transposed, 4 channels or an empty frame are refused).
+Frames are paths, PIL images, HxWx3 uint8 RGB arrays or CHW tensors (anything the data layer's one image
+loader, `visionzoo.datasets.common.load_rgb`, takes; a CHW array is transposed, 4 channels or an empty frame
+are refused).
 """
 from __future__ import annotations
 
@@ -17,16 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-
-def as_rgb_array(image) -> np.ndarray:
-    """HxWx3 uint8 RGB (no copy for an array that already is one)."""
-    if (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
-            and image.shape[0] > 0 and image.shape[1] > 0):
-        return image
-    from visionzoo.predict import load_image
-
-    return np.asarray(load_image(image), dtype=np.uint8)
-
+from visionzoo.datasets.common import load_rgb
 
 # A target box may be larger than the frame (a close-up), but not by more than this factor per side: beyond
 # it the box is almost surely in other units (e.g. a normalised or a (x1, y1, x2, y2) box from another frame).
@@ -75,7 +67,7 @@ class Tracker:
     def start(self, image, box) -> np.ndarray:
         """Shared part of `init`: the target's centre and size (and the first size, which bounds later
         scale changes), the frame's mean colour for padding crops. Returns the frame as an RGB array."""
-        image = as_rgb_array(image)
+        image = load_rgb(image)
         x, y, w, h = check_box(box, image.shape)
         self.center = np.array([x + w / 2, y + h / 2])
         self.target = np.array([w, h])
@@ -127,7 +119,7 @@ def track_sequence(tracker: Tracker, frames, init_box, *, progress: bool = False
     scores = np.full(n, np.nan)
     times = np.zeros(n)
     for i in tqdm(range(n), desc=desc, disable=not progress, leave=False, unit="frame"):
-        image = as_rgb_array(load(i))
+        image = load_rgb(load(i))
         start = time.perf_counter()
         if i == 0:
             tracker.init(image, init_box)

@@ -11,8 +11,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from visionzoo.tracking.base import Tracker, as_rgb_array
-from visionzoo.tracking.crops import context_side, crop_and_resize
+from visionzoo.datasets.common import load_rgb
+from visionzoo.datasets.crops import context_side, crop_and_resize
+from visionzoo.tracking.base import Tracker
 
 
 @dataclass
@@ -69,7 +70,7 @@ class SiamFCTracker(Tracker):
     def update(self, image) -> tuple[np.ndarray, float]:
         if self.box is None:
             raise RuntimeError("SiamFCTracker.update called before init")
-        image = as_rgb_array(image)
+        image = load_rgb(image)
         p = self.params
         sides = self.x_side * self.scale_factors
         crops = np.stack([crop_and_resize(image, tuple(self.center), s, p.search_size, self.avg_color) for s in sides])

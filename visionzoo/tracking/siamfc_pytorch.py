@@ -25,7 +25,8 @@ import cv2
 import numpy as np
 import torch
 
-from visionzoo.tracking.base import Tracker, as_rgb_array, check_box
+from visionzoo.datasets.common import load_rgb
+from visionzoo.tracking.base import Tracker, check_box
 from visionzoo.tracking.siamfc import SiamFCParams
 
 
@@ -81,7 +82,7 @@ class SiamFCPytorchTracker(Tracker):
 
     @torch.no_grad()
     def init(self, image, box) -> None:
-        image = as_rgb_array(image)
+        image = load_rgb(image)
         p = self.params
         self.center, self.size = center_and_size_from_one_based(check_box(box, image.shape))
         context = p.context * np.sum(self.size)
@@ -103,7 +104,7 @@ class SiamFCPytorchTracker(Tracker):
     def update(self, image) -> tuple[np.ndarray, float]:
         if self.box is None:
             raise RuntimeError("SiamFCPytorchTracker.update called before init")
-        image = as_rgb_array(image)
+        image = load_rgb(image)
         p = self.params
         crops = np.stack([integer_crop(image, self.center, self.x_side * f, p.search_size, self.avg_color)
                           for f in self.scale_factors])

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from visionzoo.tracking.base import Tracker, as_rgb_array
-from visionzoo.tracking.crops import box_in_crop, context_side, crop_and_resize
+from visionzoo.datasets.common import load_rgb
+from visionzoo.datasets.crops import box_in_crop, context_side, crop_and_resize
+from visionzoo.tracking.base import Tracker
 
 
 @dataclass
@@ -72,7 +73,7 @@ class SINTTracker(Tracker):
     def update(self, image) -> tuple[np.ndarray, float]:
         if self.box is None:
             raise RuntimeError("SINTTracker.update called before init")
-        image = as_rgb_array(image)
+        image = load_rgb(image)
         p = self.params
         w, h = self.target
         x_side = context_side(w, h, p.context) * p.search_size / p.exemplar_size

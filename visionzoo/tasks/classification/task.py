@@ -10,7 +10,15 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-from visionzoo.tasks.base import Accumulator, Task, images_to_device
+from visionzoo.datasets.digits import CIFAR10, MNIST, DigitsParams, DistortedMNIST, DistortedMNISTParams
+from visionzoo.datasets.digits import SPLITS as DIGIT_SPLITS
+from visionzoo.datasets.folder import ImageFolderDataset, ImageFolderParams
+from visionzoo.datasets.registry import get_dataset, register_dataset
+from visionzoo.datasets.shapes import ShapesClassification, ShapesParams
+from visionzoo.inference.preprocess import INTERPOLATION, eval_transform
+from visionzoo.tasks.base import Accumulator, Task, images_to_device, model_num_classes
+from visionzoo.tasks.classification.metrics import ClassificationMeter
+from visionzoo.tasks.classification.report import build_classification_report, stn_examples
 
 
 @dataclass
@@ -40,38 +48,35 @@ class ClassificationEval:
 
 
 def build_transforms(cfg, train: bool):
+    """The training augmentation, or (evaluation, or augmentation off) the inference layer's evaluation
+    transform, which the Classifier and extract_features use too."""
     d, aug = cfg.data, cfg.data.augment
-    interp = {"nearest": v2.InterpolationMode.NEAREST, "bilinear": v2.InterpolationMode.BILINEAR,
-              "bicubic": v2.InterpolationMode.BICUBIC}[d.interpolation]
+    if not (train and aug.enabled):
+        return eval_transform(d.input_size, d.crop_pct, d.mean, d.std, d.interpolation)
+    interp = INTERPOLATION[d.interpolation]
     ops: list = [v2.ToImage()]
-    if train and aug.enabled:
-        if aug.crop_padding is not None:
-            ops.append(v2.RandomCrop(d.input_size, padding=aug.crop_padding))
-        else:
-            ops.append(v2.RandomResizedCrop(d.input_size, scale=tuple(aug.scale), ratio=tuple(aug.ratio),
-                                            interpolation=interp, antialias=True))
-        if aug.hflip > 0:
-            ops.append(v2.RandomHorizontalFlip(aug.hflip))
-        if aug.vflip > 0:
-            ops.append(v2.RandomVerticalFlip(aug.vflip))
-        if aug.rotation > 0:
-            ops.append(v2.RandomRotation(aug.rotation, interpolation=interp))
-        if aug.color_jitter > 0:
-            s = aug.color_jitter
-            ops.append(v2.ColorJitter(brightness=s, contrast=s, saturation=s))
+    if aug.crop_padding is not None:
+        ops.append(v2.RandomCrop(d.input_size, padding=aug.crop_padding))
     else:
-        resize = int(round(d.input_size / d.crop_pct))
-        ops += [v2.Resize(resize, interpolation=interp, antialias=True), v2.CenterCrop(d.input_size)]
+        ops.append(v2.RandomResizedCrop(d.input_size, scale=tuple(aug.scale), ratio=tuple(aug.ratio),
+                                        interpolation=interp, antialias=True))
+    if aug.hflip > 0:
+        ops.append(v2.RandomHorizontalFlip(aug.hflip))
+    if aug.vflip > 0:
+        ops.append(v2.RandomVerticalFlip(aug.vflip))
+    if aug.rotation > 0:
+        ops.append(v2.RandomRotation(aug.rotation, interpolation=interp))
+    if aug.color_jitter > 0:
+        s = aug.color_jitter
+        ops.append(v2.ColorJitter(brightness=s, contrast=s, saturation=s))
     ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(d.mean, d.std)]
-    if train and aug.enabled and aug.random_erasing > 0:
+    if aug.random_erasing > 0:
         ops.append(v2.RandomErasing(aug.random_erasing))
     return v2.Compose(ops)
 
 
 class ClassificationAccumulator(Accumulator):
     def __init__(self, num_classes: int, class_names, topk):
-        from visionzoo.tasks.classification.metrics import ClassificationMeter
-
         self.meter = ClassificationMeter(num_classes, class_names, topk=tuple(topk))
 
     def update(self, batch, outputs, indices) -> None:
@@ -93,6 +98,61 @@ class ClassificationAccumulator(Accumulator):
         self.meter.gather_samples()
 
 
+def _root(cfg, what: str = "") -> Path:
+    if not cfg.data.root:
+        raise ValueError(f"data.root is required for data.dataset = {cfg.data.dataset}{what}")
+    return Path(cfg.data.root)
+
+
+@register_dataset("image_folder", task="classification", params=ImageFolderParams)
+def _image_folder(cfg, split, params: ImageFolderParams, transform, class_names):
+    """root/<split>/<class>/*.jpg"""
+    d = cfg.data
+    return ImageFolderDataset(_root(cfg) / split, transform=transform, on_corrupt=d.on_corrupt,
+                              max_image_pixels=d.max_image_pixels, classes=class_names,
+                              extensions=params.extensions, allow_external_links=params.allow_external_links)
+
+
+def _digit_kwargs(cfg, params: DigitsParams) -> dict:
+    _root(cfg, " (the folder of its files)")
+    return {"download": cfg.data.download if params.download is None else params.download,
+            "val_size": params.val_size, "split_seed": params.split_seed}
+
+
+@register_dataset("mnist", task="classification", params=DigitsParams, splits=DIGIT_SPLITS)
+def _mnist(cfg, split, params: DigitsParams, transform, class_names):
+    """MNIST from its IDX files (val: the last 5,000 of a permutation of train)"""
+    return MNIST(cfg.data.root, split, transform, fashion=False, **_digit_kwargs(cfg, params))
+
+
+@register_dataset("fashion_mnist", task="classification", params=DigitsParams, splits=DIGIT_SPLITS)
+def _fashion_mnist(cfg, split, params: DigitsParams, transform, class_names):
+    """Fashion-MNIST from its IDX files"""
+    return MNIST(cfg.data.root, split, transform, fashion=True, **_digit_kwargs(cfg, params))
+
+
+@register_dataset("mnist_distorted", task="classification", params=DistortedMNISTParams, splits=DIGIT_SPLITS)
+def _mnist_distorted(cfg, split, params: DistortedMNISTParams, transform, class_names):
+    """MNIST distorted as in the spatial-transformer paper (R, RTS, TC)"""
+    return DistortedMNIST(cfg.data.root, split, transform, variant=params.variant, seed=params.seed,
+                          fresh=params.fresh, **_digit_kwargs(cfg, params))
+
+
+@register_dataset("cifar10", task="classification", params=DigitsParams, splits=DIGIT_SPLITS)
+def _cifar10(cfg, split, params: DigitsParams, transform, class_names):
+    """CIFAR-10 from the official batches or an ImageFolder copy"""
+    return CIFAR10(cfg.data.root, split, transform, max_image_pixels=cfg.data.max_image_pixels,
+                   **_digit_kwargs(cfg, params))
+
+
+@register_dataset("shapes", task="classification", params=ShapesParams)
+def _shapes(cfg, split, params: ShapesParams, transform, class_names):
+    """shapes rendered on the fly (no files)"""
+    return ShapesClassification(split=split, num_samples=params.num_samples, seed=params.seed,
+                                image_size=cfg.data.input_size if params.image_size is None else params.image_size,
+                                transform=transform)
+
+
 class ClassificationTask(Task):
     name = "classification"
     loss_config = ClassificationLoss
@@ -102,42 +162,9 @@ class ClassificationTask(Task):
     higher_is_better = True
 
     def build_dataset(self, cfg, split, train, class_names=None):
-        d = cfg.data
-        transform = build_transforms(cfg, train)
-        if d.dataset == "image_folder":
-            from visionzoo.datasets.folder import ImageFolderDataset
-
-            if not d.root:
-                raise ValueError("data.root is required for data.dataset = image_folder")
-            return ImageFolderDataset(Path(d.root) / split, transform=transform, on_corrupt=d.on_corrupt,
-                                      max_image_pixels=d.max_image_pixels, classes=class_names, **d.params)
-        if d.dataset in ("mnist", "fashion_mnist", "mnist_distorted", "cifar10"):
-            from visionzoo.datasets.digits import CIFAR10, MNIST, DistortedMNIST
-
-            if not d.root:
-                raise ValueError(f"data.root is required for data.dataset = {d.dataset} (the folder of its files)")
-            params = dict(d.params)
-            params.setdefault("download", d.download)
-            if d.dataset == "cifar10":
-                return CIFAR10(d.root, split, transform, max_image_pixels=d.max_image_pixels, **params)
-            if d.dataset == "mnist_distorted":
-                return DistortedMNIST(d.root, split, transform, **params)
-            return MNIST(d.root, split, transform, fashion=d.dataset == "fashion_mnist", **params)
-        if d.dataset == "shapes":
-            from visionzoo.datasets.shapes import ShapesClassification
-
-            return ShapesClassification(split=split, image_size=d.params.get("image_size", d.input_size),
-                                        transform=transform,
-                                        **{k: v for k, v in d.params.items() if k != "image_size"})
-        raise ValueError(f"data.dataset = {d.dataset!r} is not a classification dataset; "
-                         "expected 'image_folder', 'mnist', 'fashion_mnist', 'mnist_distorted', 'cifar10' or 'shapes'")
-
-    def split_exists(self, cfg, split):
-        if cfg.data.dataset in ("mnist", "fashion_mnist", "mnist_distorted", "cifar10"):
-            from visionzoo.datasets.digits import SPLITS
-
-            return split in SPLITS  # the official files hold every split (val is carved from train)
-        return super().split_exists(cfg, split)
+        entry = get_dataset(self.name, cfg.data.dataset)
+        return entry.builder(cfg, split, entry.parse_params(cfg.data.params), build_transforms(cfg, train),
+                             class_names)
 
     def to_device(self, batch, device, channels_last):
         images, targets = batch
@@ -175,8 +202,6 @@ class ClassificationTask(Task):
 
     def write_report(self, out_path: Path, *, metrics, dataset, accumulator, model, model_summary, log_records,
                      run_info, cfg, title) -> Path:
-        from visionzoo.tasks.classification.report import build_classification_report, stn_examples
-
         names = list(dataset.classes)
         wrong = []
         for index, target, pred, conf in accumulator.meter.misclassified(cfg.eval.misclassified_in_report):
@@ -193,8 +218,6 @@ class ClassificationTask(Task):
     # ---- benchmarks ---------------------------------------------------------------------------
     def synthetic_batch(self, cfg, batch_size, image_size, device, train=True):
         """Normalised random images and labels over the model's classes (training and evaluation alike)."""
-        from visionzoo.tasks.base import model_num_classes
-
         g = torch.Generator().manual_seed(0)
         images = torch.randn(batch_size, 3, image_size, image_size, generator=g)
         labels = torch.randint(0, model_num_classes(cfg), (batch_size,), generator=g)

@@ -5,14 +5,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 import torch
+from pycocotools.coco import COCO
 from torch import nn
 
-from visionzoo.registry import get_entry
-from visionzoo.tasks.base import Accumulator, Task, check_trained_classes, checked_data_params
+from visionzoo.datasets.coco import CocoDetection
+from visionzoo.datasets.detection import build_detection_transforms, detection_collate
+from visionzoo.datasets.pennfudan import PennFudanDetection
+from visionzoo.datasets.registry import get_dataset, register_dataset, task_param_defaults
+from visionzoo.datasets.voc import VOCDetection, voc_year_root
+from visionzoo.datasets.yolo import YOLODetection
+from visionzoo.models.utils import unwrap
+from visionzoo.proposals import ProposalsFile, SelectiveSearch
+from visionzoo.registry import capabilities
+from visionzoo.strict import params_from_dict
+from visionzoo.tasks.base import Accumulator, Task, check_trained_classes, model_num_classes
+from visionzoo.tasks.detection.metrics import CocoEvaluator, _quiet, voc07_ap50
+from visionzoo.tasks.detection.report import build_detection_report, measured_model_summary
 
 
 @dataclass
@@ -41,64 +53,119 @@ class DetectionEval:
     report_score_threshold: float = 0.5
 
 
-# data.params keys this task understands (anything else is a typo: named in the error)
-DATA_PARAMS = {
-    "image_dir": "images/{split}",  # COCO: image folder, relative to data.root
-    "ann_file": "annotations/instances_{split}.json",  # COCO: annotation file, relative to data.root
-    "year": None,  # VOC: root holds VOC<year>/
-    "masks": None,  # load instance masks (default: when the model predicts masks)
-    "proposals": "selective_search",  # Fast R-CNN: "selective_search" or a proposals file pattern
-    "proposal_top_k_train": 2000,
-    "proposal_top_k_test": 1000,
-    "selective_search": {"mode": "fast"},  # keyword arguments of visionzoo.proposals.SelectiveSearch
-    "proposal_cache_dir": ".cache/proposals",  # relative to data.root unless absolute
-    "proposal_workers": 0,
-    "classes": None,  # VOC / YOLO: class names in label order (default VOC's 20, or root/classes.txt, data.yaml)
-    "label_dir": "labels/{split}",  # YOLO: label folder (one .txt per image), relative to data.root
-    "split_seed": 1,  # Penn-Fudan: seed of the split permutation (1: the torchvision tutorial's test images)
-    "test_size": 50,  # Penn-Fudan: images held out for test (the last of the permutation)
-    "val_size": 20,  # Penn-Fudan: images before them held out for validation
-}
+@dataclass
+class DetectionParams:
+    """`data.params` of the detection data sets (one set of keys for all of them; each reads its own)."""
+
+    image_dir: str = "images/{split}"  # COCO / YOLO: image folder, relative to data.root
+    ann_file: str = "annotations/instances_{split}.json"  # COCO: annotation file, relative to data.root
+    year: Union[int, str, None] = None  # VOC: root holds VOC<year>/
+    masks: Optional[bool] = None  # load instance masks (default: when the model predicts masks)
+    proposals: str = "selective_search"  # Fast R-CNN: "selective_search" or a proposals file pattern
+    proposal_top_k_train: int = 2000
+    proposal_top_k_test: int = 1000
+    # keyword arguments of visionzoo.proposals.SelectiveSearch
+    selective_search: dict = field(default_factory=lambda: {"mode": "fast"})
+    proposal_cache_dir: str = ".cache/proposals"  # relative to data.root unless absolute
+    proposal_workers: int = 0
+    # VOC / YOLO: class names in label order (default VOC's 20, or root/classes.txt, data.yaml)
+    classes: Optional[list[str]] = None
+    label_dir: str = "labels/{split}"  # YOLO: label folder (one .txt per image), relative to data.root
+    split_seed: int = 1  # Penn-Fudan: seed of the split permutation (1: the torchvision tutorial's test images)
+    test_size: int = 50  # Penn-Fudan: images held out for test (the last of the permutation)
+    val_size: int = 20  # Penn-Fudan: images before them held out for validation
 
 
-def data_params(cfg) -> dict:
-    return checked_data_params(cfg, DATA_PARAMS, "detection")
+def data_params(cfg) -> DetectionParams:
+    """`data.params` typed; every detection data set shares these keys, so this also serves configs without a
+    registered data set (a benchmark's synthetic batches)."""
+    return params_from_dict(DetectionParams, dict(cfg.data.params or {}), "data.params.", "detection data parameter")
 
 
 def model_predicts_masks(name: str) -> bool:
-    return get_entry(name).family == "mask_rcnn"
+    return capabilities(name).predicts_masks
 
 
 def model_needs_proposals(model: nn.Module) -> bool:
-    model = getattr(model, "module", model)  # DDP
-    model = getattr(model, "_orig_mod", model)  # torch.compile
-    return bool(getattr(model, "needs_proposals", False))
+    return bool(getattr(unwrap(model), "needs_proposals", False))
 
 
-def _attach_proposals(dataset, cfg, split: str, train: bool, progress: bool = True) -> None:
-    from visionzoo import proposals as P
-
-    params = data_params(cfg)
-    spec = params["proposals"]
+def _attach_proposals(dataset, cfg, params: DetectionParams, split: str, train: bool, progress: bool = True) -> None:
+    spec = params.proposals
     root = Path(cfg.data.root)
     if spec == "selective_search":
-        cache = Path(params["proposal_cache_dir"])
-        source = P.SelectiveSearch(cache_dir=cache if cache.is_absolute() else root / cache,
-                                   **params["selective_search"])
-        source.precompute(dataset, progress=progress, workers=int(params["proposal_workers"]))
+        cache = Path(params.proposal_cache_dir)
+        source = SelectiveSearch(cache_dir=cache if cache.is_absolute() else root / cache, **params.selective_search)
+        source.precompute(dataset, progress=progress, workers=int(params.proposal_workers))
     else:
         path = Path(str(spec).format(split=split))
-        source = P.ProposalsFile(path if path.is_absolute() else root / path)
+        source = ProposalsFile(path if path.is_absolute() else root / path)
     dataset.proposals = source
-    dataset.proposal_top_k = int(params["proposal_top_k_train" if train else "proposal_top_k_test"])
+    dataset.proposal_top_k = int(params.proposal_top_k_train if train else params.proposal_top_k_test)
+
+
+def _reader_options(cfg) -> dict:
+    return {"on_corrupt": cfg.data.on_corrupt, "max_image_pixels": cfg.data.max_image_pixels}
+
+
+def _coco_has_split(root: Path, params: DetectionParams, split: str) -> bool:
+    return (root / params.ann_file.format(split=split)).is_file()
+
+
+@register_dataset("coco", task="detection", params=DetectionParams, has_split=_coco_has_split)
+def _coco(cfg, split, params: DetectionParams, transform, masks: bool, train: bool):
+    """COCO JSON annotations (boxes and instance masks)"""
+    root = Path(cfg.data.root)
+    return CocoDetection(root / params.image_dir.format(split=split), root / params.ann_file.format(split=split),
+                         transform=transform, masks=masks, **_reader_options(cfg))
+
+
+def _voc_has_split(root: Path, params: DetectionParams, split: str) -> bool:
+    return (voc_year_root(root, params.year) / "ImageSets" / "Main" / f"{split}.txt").is_file()
+
+
+@register_dataset("voc", task="detection", params=DetectionParams, has_split=_voc_has_split)
+def _voc(cfg, split, params: DetectionParams, transform, masks: bool, train: bool):
+    """Pascal VOC layout (boxes; difficult objects kept for evaluation)"""
+    if masks:
+        raise ValueError("data.dataset = voc has no instance masks; use a box-only model (faster_rcnn_*, "
+                         "fast_rcnn_*) or COCO-format data")
+    return VOCDetection(cfg.data.root, split=split, year=params.year, transform=transform, keep_difficult=not train,
+                        classes=params.classes, **_reader_options(cfg))
+
+
+def _any_split(root: Path, params: DetectionParams, split: str) -> bool:
+    return True  # the splits are carved from one folder by a seeded permutation
+
+
+@register_dataset("pennfudan", task="detection", params=DetectionParams, has_split=_any_split)
+def _pennfudan(cfg, split, params: DetectionParams, transform, masks: bool, train: bool):
+    """Penn-Fudan pedestrians (boxes and instance masks)"""
+    return PennFudanDetection(cfg.data.root, split=split, transform=transform, masks=masks, seed=params.split_seed,
+                              test_size=params.test_size, val_size=params.val_size, **_reader_options(cfg))
+
+
+def _yolo_has_split(root: Path, params: DetectionParams, split: str) -> bool:
+    return (root / params.image_dir.format(split=split)).is_dir()
+
+
+@register_dataset("yolo", task="detection", params=DetectionParams, has_split=_yolo_has_split)
+def _yolo(cfg, split, params: DetectionParams, transform, masks: bool, train: bool):
+    """YOLO text labels (boxes)"""
+    if masks:
+        raise ValueError("data.dataset = yolo has boxes only; use a box-only model (faster_rcnn_*)")
+    return YOLODetection(cfg.data.root, split=split, image_dir=params.image_dir, label_dir=params.label_dir,
+                         classes=params.classes, transform=transform, **_reader_options(cfg))
+
+
+DATA_PARAMS = task_param_defaults("detection")  # every data.params key and default (the config reference)
 
 
 def build_detection_dataset(cfg, split: str, train: bool, masks: bool | None = None, proposals: bool = False,
                             progress: bool = True):
-    from visionzoo.datasets.detection import build_detection_transforms
-
     d, aug = cfg.data, cfg.data.augment
-    params = data_params(cfg)
+    entry = get_dataset("detection", d.dataset)
+    params = entry.parse_params(d.params)
     if not d.root:
         raise ValueError(f"data.root is required for data.dataset = {d.dataset}")
     if train and aug.enabled:
@@ -107,43 +174,12 @@ def build_detection_dataset(cfg, split: str, train: bool, masks: bool | None = N
                                                min_box_size=aug.min_box_size)
     else:
         transform = build_detection_transforms(False, min_box_size=aug.min_box_size)
-    want_masks = model_predicts_masks(cfg.model.name) if params["masks"] is None else bool(params["masks"])
+    want_masks = model_predicts_masks(cfg.model.name) if params.masks is None else bool(params.masks)
     if masks is not None:
         want_masks = masks
-    root = Path(d.root)
-    if d.dataset == "coco":
-        from visionzoo.datasets.coco import CocoDetection
-
-        ds = CocoDetection(root / params["image_dir"].format(split=split),
-                           root / params["ann_file"].format(split=split), transform=transform, masks=want_masks,
-                           on_corrupt=d.on_corrupt, max_image_pixels=d.max_image_pixels)
-    elif d.dataset == "voc":
-        from visionzoo.datasets.voc import VOCDetection
-
-        if want_masks:
-            raise ValueError("data.dataset = voc has no instance masks; use a box-only model (faster_rcnn_*, "
-                             "fast_rcnn_*) or COCO-format data")
-        ds = VOCDetection(root, split=split, year=params["year"], transform=transform, keep_difficult=not train,
-                          classes=params["classes"], on_corrupt=d.on_corrupt, max_image_pixels=d.max_image_pixels)
-    elif d.dataset == "pennfudan":
-        from visionzoo.datasets.pennfudan import PennFudanDetection
-
-        ds = PennFudanDetection(root, split=split, transform=transform, masks=want_masks, seed=params["split_seed"],
-                                test_size=params["test_size"], val_size=params["val_size"], on_corrupt=d.on_corrupt,
-                                max_image_pixels=d.max_image_pixels)
-    elif d.dataset == "yolo":
-        from visionzoo.datasets.yolo import YOLODetection
-
-        if want_masks:
-            raise ValueError("data.dataset = yolo has boxes only; use a box-only model (faster_rcnn_*)")
-        ds = YOLODetection(root, split=split, image_dir=params["image_dir"], label_dir=params["label_dir"],
-                           classes=params["classes"], transform=transform, on_corrupt=d.on_corrupt,
-                           max_image_pixels=d.max_image_pixels)
-    else:
-        raise ValueError(f"data.dataset = {d.dataset!r} is not a detection dataset; expected 'coco', 'voc', "
-                         "'pennfudan' or 'yolo'")
+    ds = entry.builder(cfg, split, params, transform, want_masks, train)
     if proposals:
-        _attach_proposals(ds, cfg, split, train, progress)
+        _attach_proposals(ds, cfg, params, split, train, progress)
     return ds
 
 
@@ -152,8 +188,6 @@ def coco_ground_truth(dataset):
     difficult objects as iscrowd regions so that they count neither as hits nor misses)."""
     if hasattr(dataset, "coco"):
         return dataset.coco
-    from pycocotools.coco import COCO
-
     images, anns = [], []
     for i in range(len(dataset)):
         h, w = dataset.get_height_and_width(i)
@@ -164,8 +198,6 @@ def coco_ground_truth(dataset):
             anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(label), "iscrowd": int(difficult),
                          "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)})
     cats = [{"id": k, "name": n} for k, n in enumerate(dataset.classes) if k > 0]
-    from visionzoo.tasks.detection.metrics import _quiet
-
     coco = COCO()
     coco.dataset = {"images": images, "annotations": anns, "categories": cats}
     with _quiet():  # pycocotools prints while indexing
@@ -184,8 +216,6 @@ class DetectionAccumulator(Accumulator):
     """COCO evaluation of every image seen, plus what the report and VOC07 need (kept on the CPU)."""
 
     def __init__(self, dataset, iou_types, voc07: bool, mask_threshold: float, keep_examples: int):
-        from visionzoo.tasks.detection.metrics import CocoEvaluator
-
         label_to_cat_id = getattr(dataset, "label_to_cat_id", None)
         if label_to_cat_id is None:  # VOC: the converted ground truth uses the labels as category ids
             label_to_cat_id = {k: k for k in range(1, len(dataset.classes))}
@@ -221,8 +251,6 @@ class DetectionAccumulator(Accumulator):
     def compute(self) -> dict:
         metrics = self.coco.compute()
         if self.voc07:
-            from visionzoo.tasks.detection.metrics import voc07_ap50
-
             order = sorted(self.voc_predictions)
             targets = []
             for i in order:
@@ -250,28 +278,11 @@ class DetectionTask(Task):
 
     # ---- data ---------------------------------------------------------------------------------
     def build_dataset(self, cfg, split, train, class_names=None):
-        needs = get_entry(cfg.model.name).family == "fast_rcnn"
-        ds = build_detection_dataset(cfg, split, train, proposals=needs)
+        ds = build_detection_dataset(cfg, split, train, proposals=capabilities(cfg.model.name).needs_proposals)
         check_trained_classes(ds, class_names, split, cfg.data.root, skip=1)
         return ds
 
-    def split_exists(self, cfg, split: str) -> bool:
-        if not cfg.data.root:
-            return True
-        params, root = data_params(cfg), Path(cfg.data.root)
-        if cfg.data.dataset == "coco":
-            return (root / params["ann_file"].format(split=split)).is_file()
-        if cfg.data.dataset == "voc":
-            from visionzoo.datasets.voc import voc_year_root
-
-            return (voc_year_root(root, params["year"]) / "ImageSets" / "Main" / f"{split}.txt").is_file()
-        if cfg.data.dataset == "yolo":
-            return (root / params["image_dir"].format(split=split)).is_dir()
-        return True
-
     def collate(self, samples):
-        from visionzoo.datasets.detection import detection_collate
-
         return detection_collate(samples)
 
     def to_device(self, batch, device, channels_last):
@@ -339,8 +350,6 @@ class DetectionTask(Task):
 
     def write_report(self, out_path: Path, *, metrics, dataset, accumulator, model, model_summary, log_records,
                      run_info, cfg, title) -> Path:
-        from visionzoo.tasks.detection.report import build_detection_report, measured_model_summary
-
         names = list(dataset.classes)
         if len(dataset):  # the detector's own resize and its GFLOPs, on an evaluated image
             model_summary = measured_model_summary(model, dataset[min(accumulator.examples, default=0)],
@@ -367,22 +376,21 @@ class DetectionTask(Task):
         """Square images in 0..1 with three boxes each (labels over the model's classes; for Mask R-CNN,
         instance masks filling the boxes). Fast R-CNN also gets `proposals`, as many as
         data.params.proposal_top_k_train / _test: half jittered copies of the boxes, half anywhere."""
-        from visionzoo.tasks.base import model_num_classes
-
         g, s = torch.Generator().manual_seed(0), image_size
         num_classes = model_num_classes(cfg)
-        family = get_entry(cfg.model.name).family
-        top_k = int(data_params(cfg)["proposal_top_k_train" if train else "proposal_top_k_test"])
+        caps = capabilities(cfg.model.name)
+        params = data_params(cfg)
+        top_k = params.proposal_top_k_train if train else params.proposal_top_k_test
         images, targets = [], []
         for _ in range(batch_size):
             xy = torch.rand(3, 2, generator=g) * 0.6 * s
             boxes = torch.cat([xy, (xy + (0.15 + 0.25 * torch.rand(3, 2, generator=g)) * s).clamp(max=s)], 1)
             target = {"boxes": boxes, "labels": torch.randint(1, num_classes, (3,), generator=g)}
-            if family == "mask_rcnn":
+            if caps.predicts_masks:
                 target["masks"] = torch.zeros(3, s, s, dtype=torch.uint8)
                 for k, (x1, y1, x2, y2) in enumerate(boxes.round().int().tolist()):
                     target["masks"][k, y1:y2, x1:x2] = 1
-            if family == "fast_rcnn":
+            if caps.needs_proposals:
                 near = boxes[torch.randint(0, 3, (top_k // 2,), generator=g)]
                 near = near + torch.randn(near.shape, generator=g) * 0.05 * s
                 corner = torch.rand(top_k - len(near), 2, generator=g) * 0.8 * s

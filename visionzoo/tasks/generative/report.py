@@ -22,9 +22,9 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torchvision.utils import make_grid
 
+from visionzoo.models.utils import unwrap
 from visionzoo.reports.figures import new_figure
 from visionzoo.reports.html import HtmlReport, add_run_info, add_training_curves, escape, format_value
-from visionzoo.tasks.generative.task import unwrap
 
 __all__ = ["build_generative_report", "progress_grid", "slerp"]
 

@@ -1,6 +1,7 @@
 """The segmentation report: one self-contained HTML file with the FCN paper's four metrics (without and
 with CRF refinement), per-class IoU, the normalised confusion matrix, image / ground truth / prediction
-overlays and the images the model gets most wrong. :func:`overlay` is reusable on its own."""
+overlays (drawn by visionzoo.inference.draw, as the Segmenter draws them) and the images the model gets
+most wrong."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -10,43 +11,17 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from visionzoo.inference.draw import class_palette, overlay
 from visionzoo.reports.figures import confusion_matrix_figure, new_figure
 from visionzoo.reports.html import HtmlReport, add_run_info, add_training_curves, escape
 
-__all__ = ["build_segmentation_report", "colorize", "overlay"]
+__all__ = ["build_segmentation_report"]
 
-IGNORE_INDEX = 255
 METRICS = (("pixel_accuracy", "pixel accuracy", "sum_i n_ii / sum_i t_i"),
            ("mean_accuracy", "mean accuracy", "(1/k) sum_i n_ii / t_i"),
            ("mean_iou", "mean IoU", "(1/k) sum_i n_ii / (t_i + sum_j n_ji - n_ii)"),
            ("fw_iou", "frequency-weighted IoU", "(sum_k t_k)^-1 sum_i t_i n_ii / (t_i + sum_j n_ji - n_ii)"))
 VARIANT_TITLES = {"plain": "FCN", "crf": "FCN + CRF"}
-
-
-def _palette() -> np.ndarray:
-    from visionzoo.datasets.segmentation import voc_palette
-
-    return np.asarray(voc_palette(), dtype=np.uint8).reshape(256, 3)
-
-
-def colorize(mask: np.ndarray) -> Image.Image:
-    """A class-index mask as an RGB image in the Pascal VOC colours (255 = ignore in cream)."""
-    return Image.fromarray(_palette()[np.asarray(mask, dtype=np.uint8)], "RGB")
-
-
-def overlay(image: Image.Image, mask: np.ndarray, alpha: float = 0.55) -> Image.Image:
-    """`mask`'s class colours blended over `image` (resized to the mask with nearest-neighbour if their sizes
-    differ); background (0) and ignore (255) pixels show the image, ignore slightly whitened."""
-    mask = np.asarray(mask, dtype=np.uint8)
-    h, w = mask.shape
-    if image.size != (w, h):
-        image = image.resize((w, h), Image.Resampling.BILINEAR)
-    base = np.asarray(image.convert("RGB"), dtype=np.float32)
-    colors = _palette()[mask].astype(np.float32)
-    blend = np.where((mask > 0)[..., None] & (mask != IGNORE_INDEX)[..., None],
-                     (1 - alpha) * base + alpha * colors, base)
-    blend = np.where((mask == IGNORE_INDEX)[..., None], 0.5 * base + 0.5 * 255, blend)
-    return Image.fromarray(np.clip(blend, 0, 255).astype(np.uint8), "RGB")
 
 
 def _fmt(value) -> str:
@@ -135,7 +110,7 @@ def _cells(image: Image.Image, mask: np.ndarray, preds: Mapping[str, np.ndarray]
 
 
 def _legend(class_names: Sequence[str]) -> str:
-    palette = _palette()
+    palette = class_palette()
     items = "".join(
         f'<span style="display:inline-block;margin:0 12px 4px 0"><span style="display:inline-block;width:12px;'
         f'height:12px;vertical-align:middle;background:rgb{tuple(int(c) for c in palette[k])}"></span> '

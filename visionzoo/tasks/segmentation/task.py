@@ -7,19 +7,25 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from visionzoo.tasks.base import (
-    Accumulator,
-    Task,
-    check_trained_classes,
-    checked_data_params,
-    images_to_device,
+from visionzoo.datasets.camvid import CamVidSegmentation, camvid_root
+from visionzoo.datasets.registry import get_dataset, register_dataset, task_param_defaults
+from visionzoo.datasets.segmentation import (
+    MaskFolderSegmentation,
+    VOCSegmentation,
+    build_segmentation_transforms,
+    segmentation_collate,
 )
+from visionzoo.datasets.voc import voc_year_root
+from visionzoo.strict import params_from_dict
+from visionzoo.tasks.base import Accumulator, Task, check_trained_classes, images_to_device, model_num_classes
+from visionzoo.tasks.segmentation.metrics import ConfusionMeter
+from visionzoo.tasks.segmentation.report import build_segmentation_report
 
 
 @dataclass
@@ -48,50 +54,76 @@ class SegmentationEval:
     worst_in_report: int = 6
 
 
-# data.params keys this task understands (anything else is a typo: named in the error)
-DATA_PARAMS = {
-    "year": None,  # VOC: root holds VOC<year>/
-    "image_dir": "images/{split}",  # folder: images, relative to data.root
-    "mask_dir": "masks/{split}",  # folder: masks (same stem, .png), relative to data.root
-    "classes": None,  # class names (index = mask value); default VOC's 21, or root/classes.txt
-    "base_size": None,  # resize the image side to this before augmentation / at evaluation
-}
+@dataclass
+class SegmentationParams:
+    """`data.params` of the segmentation data sets (one set of keys for all of them; each reads its own)."""
+
+    year: Union[int, str, None] = None  # VOC: root holds VOC<year>/
+    image_dir: str = "images/{split}"  # folder: images, relative to data.root
+    mask_dir: str = "masks/{split}"  # folder: masks (same stem, .png), relative to data.root
+    classes: Optional[list[str]] = None  # class names (index = mask value); default VOC's 21, or root/classes.txt
+    base_size: Optional[int] = None  # resize the image side to this before augmentation / at evaluation
 
 
-def data_params(cfg) -> dict:
-    return checked_data_params(cfg, DATA_PARAMS, "segmentation")
+def data_params(cfg) -> SegmentationParams:
+    """`data.params` typed; every segmentation data set shares these keys, so this also serves configs without a
+    registered data set (a benchmark's synthetic batches)."""
+    return params_from_dict(SegmentationParams, dict(cfg.data.params or {}), "data.params.", "segmentation data parameter")
+
+
+def _reader_options(cfg, params: SegmentationParams, transform) -> dict:
+    return {"transform": transform, "classes": params.classes, "on_corrupt": cfg.data.on_corrupt,
+            "max_image_pixels": cfg.data.max_image_pixels}
+
+
+def _voc_has_split(root: Path, params: SegmentationParams, split: str) -> bool:
+    return (voc_year_root(root, params.year) / "ImageSets" / "Segmentation" / f"{split}.txt").is_file()
+
+
+@register_dataset("voc", task="segmentation", params=SegmentationParams, has_split=_voc_has_split)
+def _voc(cfg, split, params: SegmentationParams, transform):
+    """Pascal VOC segmentation layout"""
+    return VOCSegmentation(cfg.data.root, split=split, year=params.year, **_reader_options(cfg, params, transform))
+
+
+def _folder_has_split(root: Path, params: SegmentationParams, split: str) -> bool:
+    return (root / params.image_dir.format(split=split)).is_dir()
+
+
+@register_dataset("folder", task="segmentation", params=SegmentationParams, has_split=_folder_has_split)
+def _folder(cfg, split, params: SegmentationParams, transform):
+    """images and same-stem PNG masks in two folders"""
+    return MaskFolderSegmentation(cfg.data.root, split, image_dir=params.image_dir, mask_dir=params.mask_dir,
+                                  **_reader_options(cfg, params, transform))
+
+
+def _camvid_has_split(root: Path, params: SegmentationParams, split: str) -> bool:
+    return (camvid_root(root) / split).is_dir()
+
+
+@register_dataset("camvid", task="segmentation", params=SegmentationParams, has_split=_camvid_has_split)
+def _camvid(cfg, split, params: SegmentationParams, transform):
+    """CamVid (SegNet's 11-class layout)"""
+    return CamVidSegmentation(cfg.data.root, split, **_reader_options(cfg, params, transform))
+
+
+DATA_PARAMS = task_param_defaults("segmentation")  # every data.params key and default (the config reference)
 
 
 def build_segmentation_dataset(cfg, split: str, train: bool):
-    from visionzoo.datasets.segmentation import (
-        MaskFolderSegmentation,
-        VOCSegmentation,
-        build_segmentation_transforms,
-    )
-
-    d, aug, params = cfg.data, cfg.data.augment, data_params(cfg)
+    d, aug = cfg.data, cfg.data.augment
+    entry = get_dataset("segmentation", d.dataset)
+    params = entry.parse_params(d.params)
     if not d.root:
         raise ValueError(f"data.root is required for data.dataset = {d.dataset}")
     if train and aug.enabled:
         transform = build_segmentation_transforms(
             True, crop_size=aug.crop_size or d.input_size, scale_range=tuple(aug.scale_range), hflip=aug.hflip,
-            mean=d.mean, std=d.std, base_size=params["base_size"], photometric=aug.photometric)
+            mean=d.mean, std=d.std, base_size=params.base_size, photometric=aug.photometric)
     else:
         transform = build_segmentation_transforms(False, crop_size=None, mean=d.mean, std=d.std,
-                                                  base_size=params["base_size"])
-    common = {"transform": transform, "classes": params["classes"], "on_corrupt": d.on_corrupt,
-              "max_image_pixels": d.max_image_pixels}
-    if d.dataset == "voc":
-        return VOCSegmentation(d.root, split=split, year=params["year"], **common)
-    if d.dataset == "folder":
-        return MaskFolderSegmentation(d.root, split, image_dir=params["image_dir"], mask_dir=params["mask_dir"],
-                                      **common)
-    if d.dataset == "camvid":
-        from visionzoo.datasets.camvid import CamVidSegmentation
-
-        return CamVidSegmentation(d.root, split, **common)
-    raise ValueError(f"data.dataset = {d.dataset!r} is not a segmentation dataset; expected 'voc', 'folder' or "
-                     "'camvid'")
+                                                  base_size=params.base_size)
+    return entry.builder(cfg, split, params, transform)
 
 
 def denormalize(images: torch.Tensor, mean, std) -> torch.Tensor:
@@ -103,7 +135,7 @@ def denormalize(images: torch.Tensor, mean, std) -> torch.Tensor:
 
 def build_crf(params: dict):
     """DenseCRF from eval.crf_params (it holds no tensors, so building one per batch costs nothing)."""
-    from visionzoo.tasks.segmentation.crf import DenseCRF
+    from visionzoo.inference.crf import DenseCRF
 
     try:
         return DenseCRF(**params)
@@ -141,8 +173,6 @@ class SegmentationAccumulator(Accumulator):
     """Confusion matrices (without and with CRF), per-image IoU, and the predictions the report shows."""
 
     def __init__(self, num_classes: int, class_names, with_crf: bool, keep_examples: int, keep_worst: int):
-        from visionzoo.tasks.segmentation.metrics import ConfusionMeter
-
         self.variants = ["plain", "crf"] if with_crf else ["plain"]
         self.meters = {v: ConfusionMeter(num_classes, class_names) for v in self.variants}
         self.keep_examples = keep_examples
@@ -213,27 +243,9 @@ class SegmentationTask(Task):
         check_trained_classes(ds, class_names, split, cfg.data.root)
         return ds
 
-    def split_exists(self, cfg, split: str) -> bool:
-        if not cfg.data.root:
-            return True
-        params, root = data_params(cfg), Path(cfg.data.root)
-        if cfg.data.dataset == "voc":
-            from visionzoo.datasets.voc import voc_year_root
-
-            return (voc_year_root(root, params["year"]) / "ImageSets" / "Segmentation" / f"{split}.txt").is_file()
-        if cfg.data.dataset == "folder":
-            return (root / params["image_dir"].format(split=split)).is_dir()
-        if cfg.data.dataset == "camvid":
-            from visionzoo.datasets.camvid import camvid_root
-
-            return (camvid_root(root) / split).is_dir()
-        return True
-
     def collate(self, samples):
         """(images, masks, sizes): padded to the batch's largest image (masks with the ignore value);
         `sizes` are the unpadded (H, W), so the CRF and the report see only real pixels."""
-        from visionzoo.datasets.segmentation import segmentation_collate
-
         images, masks = segmentation_collate(samples)
         return images, masks, [tuple(int(s) for s in image.shape[-2:]) for image, _ in samples]
 
@@ -291,7 +303,7 @@ class SegmentationTask(Task):
                                        cfg.eval.worst_in_report)
 
     def eval_outputs(self, model, batch, cfg):
-        from visionzoo.tasks.segmentation.inference import predict_logits
+        from visionzoo.inference.sliding_window import predict_logits
 
         images, masks, sizes = batch
         logits = predict_logits(model, images, window=cfg.eval.sliding_window, overlap=cfg.eval.window_overlap)
@@ -312,8 +324,6 @@ class SegmentationTask(Task):
 
     def write_report(self, out_path: Path, *, metrics, dataset, accumulator, model, model_summary, log_records,
                      run_info, cfg, title) -> Path:
-        from visionzoo.tasks.segmentation.report import build_segmentation_report
-
         def load(index):
             return dataset.load_image(index), dataset.load_mask(index)
 
@@ -328,8 +338,6 @@ class SegmentationTask(Task):
     def synthetic_batch(self, cfg, batch_size, image_size, device, train=True):
         """Normalised random images, masks over the model's classes with a tenth of the pixels ignored (255),
         and the unpadded sizes (training and evaluation alike)."""
-        from visionzoo.tasks.base import model_num_classes
-
         g, s = torch.Generator().manual_seed(0), image_size
         images = torch.randn(batch_size, 3, s, s, generator=g)
         masks = torch.randint(0, model_num_classes(cfg), (batch_size, s, s), generator=g)

@@ -1,9 +1,10 @@
 """Single-object tracking as the shared engine sees it.
 
 Training: (exemplar, search) crop pairs drawn from sequences (visionzoo.datasets.tracking_pairs); the
-loss follows the model family: SiamFC's class-balanced logistic loss on the 17x17 response, SINT's
-marginal contrastive loss on RoI embeddings of candidate boxes. Evaluation: every sequence of the split
-is tracked from its first-frame box by the family's tracker (visionzoo.tracking) and scored with the
+loss follows what the model declares (visionzoo.registry.Capabilities): SiamFC's class-balanced logistic
+loss on the 17x17 response, or, for a model that embeds candidate boxes (SINT), the marginal contrastive loss
+on their RoI embeddings. Evaluation: every sequence of the split is tracked from its first-frame box by the
+model's tracker kind (visionzoo.tracking) and scored with the
 OTB and GOT-10k protocols (metrics.py); the report shows success/precision plots, a per-sequence table
 and frames of the best and worst sequences.
 """
@@ -15,9 +16,19 @@ from typing import Literal, Optional
 
 import numpy as np
 import torch
+from torch.utils.data import Subset
 
-from visionzoo.tasks.base import Accumulator, Task, checked_data_params
+from visionzoo.datasets.registry import get_dataset, register_dataset, task_param_defaults
+from visionzoo.datasets.sequences import SequenceDataset
+from visionzoo.datasets.tracking_pairs import PairSettings, TrackingPairs, sample_candidates
+from visionzoo.factory import create_model
+from visionzoo.registry import capabilities
+from visionzoo.strict import params_from_dict
+from visionzoo.tasks.base import Accumulator, Task
 from visionzoo.tasks.tracking.losses import contrastive_loss, siamfc_labels, siamfc_logistic_loss
+from visionzoo.tasks.tracking.metrics import SequenceResult, summarize
+from visionzoo.tasks.tracking.report import build_tracking_report
+from visionzoo.tracking import build_tracker, track_sequence, tracker_params
 
 
 @dataclass
@@ -52,27 +63,41 @@ class TrackingEval:
     iou_convention: Literal["got10k", "geometric"] = "got10k"
 
 
-# data.params keys this task understands (anything else is a typo: named in the error)
-DATA_PARAMS = {
-    "layout": "auto",  # got10k, otb, lasot or auto (detected per sequence)
-    "pairs_per_epoch": 2000,
-    "max_gap": 100,  # frames between the two frames of a pair
-    "min_size": 4.0,
-    "max_aspect": 4.0,
-    "min_cover": 1,
-    "context": 0.5,
-}
-LAYOUT_OF_DATASET = {"got10k": "got10k", "otb": "otb", "lasot": "lasot", "sequences": None}
+@dataclass
+class TrackingParams:
+    """`data.params` of the tracking data sets: how training pairs are drawn (and the folder layout of
+    `sequences`)."""
+
+    layout: str = "auto"  # sequences: got10k, otb, lasot or auto (detected per sequence)
+    pairs_per_epoch: int = 2000
+    max_gap: int = 100  # frames between the two frames of a pair
+    min_size: float = 4.0
+    max_aspect: float = 4.0
+    min_cover: int = 1
+    context: float = 0.5
 
 
-def data_params(cfg) -> dict:
-    return checked_data_params(cfg, DATA_PARAMS, "tracking")
+def data_params(cfg) -> TrackingParams:
+    """`data.params` typed; every tracking data set shares these keys, so this also serves configs without a
+    registered data set (a benchmark's synthetic batches)."""
+    return params_from_dict(TrackingParams, dict(cfg.data.params or {}), "data.params.", "tracking data parameter")
 
 
-def model_family(cfg) -> str:
-    from visionzoo.registry import get_entry
+def _layout_dataset(name: str, layout: str | None, doc: str):
+    """Register the sequence folders of `layout` (None: data.params.layout) as tracking data set `name`."""
 
-    return get_entry(cfg.model.name).family
+    def build(cfg, split, params: TrackingParams):
+        return SequenceDataset(cfg.data.root, split=split, layout=layout or params.layout)
+
+    build.__doc__ = doc
+    register_dataset(name, task="tracking", params=TrackingParams)(build)
+
+
+_layout_dataset("got10k", "got10k", "GOT-10k layout")
+_layout_dataset("otb", "otb", "OTB layout")
+_layout_dataset("lasot", "lasot", "LaSOT layout")
+_layout_dataset("sequences", None, "any of them, detected per sequence (or data.params.layout)")
+DATA_PARAMS = task_param_defaults("tracking")  # every data.params key and default (the config reference)
 
 
 class TrackingAccumulator(Accumulator):
@@ -93,8 +118,6 @@ class TrackingAccumulator(Accumulator):
             self.results.update(part)
 
     def compute(self) -> dict:
-        from visionzoo.tasks.tracking.metrics import summarize
-
         return summarize([self.results[k] for k in sorted(self.results)], iou_convention=self.iou_convention)
 
 
@@ -120,45 +143,32 @@ class TrackingTask(Task):
 
     # ---- data ---------------------------------------------------------------------------------
     def _sequences(self, cfg, split: str):
-        from visionzoo.datasets.sequences import SequenceDataset
-
         d = cfg.data
-        if d.dataset not in LAYOUT_OF_DATASET:
-            raise ValueError(f"data.dataset = {d.dataset!r} is not a tracking dataset; expected one of "
-                             f"{', '.join(LAYOUT_OF_DATASET)}")
+        entry = get_dataset(self.name, d.dataset)
+        params = entry.parse_params(d.params)
         if not d.root:
             raise ValueError(f"data.root is required for data.dataset = {d.dataset}")
-        layout = LAYOUT_OF_DATASET[d.dataset] or data_params(cfg)["layout"]
-        return SequenceDataset(d.root, split=split, layout=layout)
+        return entry.builder(cfg, split, params)
 
     def build_dataset(self, cfg, split, train, class_names=None):
-        from visionzoo.tracking import tracker_params
-
-        tracker_params(model_family(cfg), cfg.eval.tracker)  # a typo fails now, not after an epoch of training
+        caps = capabilities(cfg.model.name)
+        tracker_params(caps.tracker_kind, cfg.eval.tracker)  # a typo fails now, not after an epoch of training
         sequences = self._sequences(cfg, split)
         if not train:
             if cfg.eval.max_sequences:
-                from torch.utils.data import Subset
-
                 subset = Subset(sequences, range(min(cfg.eval.max_sequences, len(sequences))))
                 subset.sequences = [sequences[i] for i in subset.indices]
                 return subset
             return sequences
-        from visionzoo.datasets.tracking_pairs import PairSettings, TrackingPairs
-
         p, aug, loss = data_params(cfg), cfg.data.augment, cfg.loss
-        settings = PairSettings(pairs_per_epoch=int(p["pairs_per_epoch"]), max_gap=int(p["max_gap"]),
-                                context=float(p["context"]), min_size=float(p["min_size"]),
-                                max_aspect=float(p["max_aspect"]), min_cover=int(p["min_cover"]),
+        settings = PairSettings(pairs_per_epoch=p.pairs_per_epoch, max_gap=p.max_gap, context=p.context,
+                                min_size=p.min_size, max_aspect=p.max_aspect, min_cover=p.min_cover,
                                 stretch=aug.stretch, shift=aug.shift)
         candidates = None
-        if model_family(cfg) == "sint":
+        if caps.embeds_candidate_boxes:
             candidates = (loss.positives, loss.negatives, loss.pos_iou, loss.neg_iou)
         return TrackingPairs(list(sequences), settings, mean=cfg.data.mean, std=cfg.data.std, augment=aug.enabled,
                              candidates=candidates)
-
-    def split_exists(self, cfg, split: str) -> bool:
-        return not cfg.data.root or (Path(cfg.data.root) / split).is_dir()
 
     def collate(self, samples):
         if samples and isinstance(samples[0], dict):
@@ -175,8 +185,6 @@ class TrackingTask(Task):
 
     # ---- model --------------------------------------------------------------------------------
     def build_model(self, cfg, train_set):
-        from visionzoo.factory import create_model
-
         return create_model(cfg.model.name, weights=cfg.model.weights, **cfg.model.kwargs)
 
     def model_meta(self, cfg, dataset) -> dict:
@@ -185,10 +193,11 @@ class TrackingTask(Task):
 
     # ---- training -----------------------------------------------------------------------------
     def one_forward_per_update(self, cfg) -> bool:
-        return model_family(cfg) != "sint"  # SINT embeds the query and the candidates in two forward calls
+        # a model that embeds candidate boxes (SINT) embeds the query and the candidates in two forward calls
+        return not capabilities(cfg.model.name).embeds_candidate_boxes
 
     def training_losses(self, model, batch, phase, cfg):
-        if model_family(cfg) == "sint":
+        if capabilities(cfg.model.name).embeds_candidate_boxes:
             return self._sint_losses(model, batch, cfg)
         logits = model(batch["exemplar"], batch["search"])
         raw = _unwrap(model)
@@ -219,12 +228,9 @@ class TrackingTask(Task):
         return TrackingAccumulator(cfg.eval.iou_convention)
 
     def eval_outputs(self, model, batch, cfg):
-        from visionzoo.tasks.tracking.metrics import SequenceResult
-        from visionzoo.tracking import build_tracker, track_sequence
-
         raw = _unwrap(model)
         device = next(raw.parameters()).device
-        tracker = build_tracker(raw, model_family(cfg), cfg.eval.tracker, device=device, mean=cfg.data.mean,
+        tracker = build_tracker(raw, capabilities(cfg.model.name).tracker_kind, cfg.eval.tracker, device=device, mean=cfg.data.mean,
                                 std=cfg.data.std)
         results = []
         for seq in batch:
@@ -246,8 +252,6 @@ class TrackingTask(Task):
 
     def write_report(self, out_path: Path, *, metrics, dataset, accumulator, model, model_summary, log_records,
                      run_info, cfg, title) -> Path:
-        from visionzoo.tasks.tracking.report import build_tracking_report
-
         showcase = select_showcase(metrics, accumulator.results, dataset, cfg.eval.showcase_sequences,
                                    cfg.eval.showcase_frames)
         return build_tracking_report(out_path, title=title, metrics=metrics, showcase=showcase,
@@ -260,8 +264,6 @@ class TrackingTask(Task):
         data.augment.shift px in the search crop, plus SINT's candidate boxes. Not train: one sequence of
         `batch_size` frames of image_size x image_size (a square moving over noise), the item evaluation tracks
         frame by frame."""
-        from visionzoo.datasets.tracking_pairs import PairSettings, sample_candidates
-
         rng = np.random.default_rng(0)
         if not train:
             return [_SyntheticSequence(batch_size, image_size, rng)]
@@ -273,7 +275,7 @@ class TrackingTask(Task):
         batch = {"exemplar": torch.randn(b, 3, st.exemplar_size, st.exemplar_size, generator=g),
                  "search": torch.randn(b, 3, st.search_size, st.search_size, generator=g),
                  "exemplar_box": torch.tensor([z, z, z + side, z + side]).repeat(b, 1), "search_box": search_box}
-        if model_family(cfg) == "sint":
+        if capabilities(cfg.model.name).embeds_candidate_boxes:
             loss = cfg.loss
             drawn = [sample_candidates(box.numpy(), loss.positives, loss.negatives, loss.pos_iou, loss.neg_iou,
                                        st.search_size, rng) for box in search_box]

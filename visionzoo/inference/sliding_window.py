@@ -1,5 +1,6 @@
 """Segmentation inference at any input size: one forward pass, or overlapping sliding windows for
-images larger than the window, with the logits brought back to the input resolution.
+images larger than the window, with the logits brought back to the input resolution. Shared by the
+Segmenter and the segmentation task's evaluation, so both score the same logits.
 
 Neither function changes the model's mode or the autograd state: call them under ``torch.no_grad()``
 (or ``torch.inference_mode()``) with the model in eval mode, as an evaluation loop does.

@@ -1,5 +1,6 @@
 """Square crops around a target, resized and padded with the mean colour: the input of every Siamese
-tracker here, at training (pairs) and at tracking time. One affine warp (OpenCV) does crop, resize and
+tracker here, at training (pairs) and at tracking time. They live in the data layer because both the
+training pairs reader and the trackers need them. One affine warp (OpenCV) does crop, resize and
 padding at once, so a crop that leaves the image costs no more than one inside it."""
 from __future__ import annotations
 

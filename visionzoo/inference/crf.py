@@ -1,6 +1,6 @@
-"""Dense-CRF refinement of segmentation logits, in PyTorch, as DeepLab (Chen et al., "Semantic Image
-Segmentation with Deep Convolutional Nets and Fully Connected CRFs", 2015) uses the fully connected
-CRF of Krähenbühl and Koltun (2011):
+"""Dense-CRF refinement of segmentation logits, shared by the Segmenter and the segmentation task's
+evaluation, in PyTorch, as DeepLab (Chen et al., "Semantic Image Segmentation with Deep Convolutional
+Nets and Fully Connected CRFs", 2015) uses the fully connected CRF of Krähenbühl and Koltun (2011):
 
 * unary potentials from the network, ``U_i(l) = -log P_i(l)`` with ``P = softmax(logits)``;
 * Potts pairwise potentials ``mu(l, l') [k(i, j)]`` with ``mu(l, l') = [l != l']`` and the kernel::
