@@ -2,7 +2,7 @@
 
 - ``config.md``: every config key, its type, default and meaning, read from the schema dataclasses
   (visionzoo/config/schema.py), each task's own dataclasses (``augment_config``, ``loss_config``,
-  ``eval_config``), its ``DATA_PARAMS`` and the trackers' parameter dataclasses;
+  ``eval_config``), the registered data sets' ``data.params`` dataclasses and the trackers' parameter dataclasses;
 - ``weights.md``: the shipped weights, from their model cards (weights/*.json);
 - ``benchmarks.md``: benchmarks/RESULTS.md.
 
@@ -71,23 +71,6 @@ def _inline_comment(line: str) -> str:
     except (tokenize.TokenError, IndentationError):
         pass
     return ""
-
-
-def _dict_comments(module, name: str) -> dict[str, str]:
-    """Inline comments of a module-level dict literal's `"key": value,  # comment` lines."""
-    try:
-        source = inspect.getsource(module)
-    except (OSError, TypeError):
-        return {}
-    m = re.search(rf"^{name}\s*=\s*\{{(.*?)^\}}", source, re.S | re.M)
-    if not m:
-        m = re.search(rf"^{name}\s*=\s*\{{(.*?)\}}\s*$", source, re.M)
-    out = {}
-    for line in (m.group(1).splitlines() if m else []):
-        k = re.match(r'\s*"(\w+)"\s*:', line)
-        if k:
-            out[k.group(1)] = _inline_comment(line)
-    return out
 
 
 def _type(tp) -> str:
@@ -261,7 +244,6 @@ def config_reference() -> str:
               "Keys of `data.augment`, `loss`, `eval` and `data.params` for each task.", ""]
     for name in TASKS:
         task = get_task(name)
-        module = sys.modules[type(task).__module__]
         lines += [f"### {name.capitalize()}", ""]
         for section, cls in (("data.augment", task.augment_config), ("loss", task.loss_config),
                              ("eval", task.eval_config)):

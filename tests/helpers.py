@@ -1,11 +1,14 @@
 """Shared helpers for the end-to-end tests: small real datasets on disk and subprocess runs."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,3 +71,17 @@ def run_script(script: str, *args, cwd=None, timeout=600, env=None) -> subproces
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@contextlib.contextmanager
+def small_tmpfs(mount: Path, size: str):
+    """A real file system of `size` (tmpfs, e.g. "4m") mounted at `mount` for a full-disk test; needs the
+    right to mount (root): skips elsewhere."""
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {proc.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import ROOT, write_tiny_config
+from tests.helpers import ROOT, small_tmpfs, write_tiny_config
 from visionzoo.config import ConfigError, load_config
 from visionzoo.engine.checkpoint import (
     CheckpointError,
@@ -89,14 +89,9 @@ def test_stale_temporary_files_are_removed_when_the_run_is_claimed(tmp_path):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A real 4 MiB file system (tmpfs): needs the right to mount (root); skipped elsewhere."""
-    mount = tmp_path / "small_disk"
-    mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {proc.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+    """A real 4 MiB file system (tmpfs); skipped where mounting is not allowed."""
+    with small_tmpfs(tmp_path / "small_disk", "4m") as mount:
+        yield mount
 
 
 def test_full_disk_keeps_the_old_files_and_names_the_space_needed(small_disk, monkeypatch):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, read_jsonl, run_script, write_tiny_config
+from tests.helpers import ROOT, read_jsonl, run_script, small_tmpfs, write_tiny_config
 
 TIMEOUT = 600  # seconds: generous for busy machines (a run takes ~10 s on idle cores); a hang never ends
 ENV = {"OMP_NUM_THREADS": "1"}
@@ -98,14 +98,9 @@ def test_corrupt_test_image_in_evaluate_exits_with_its_name(tmp_path, clean_root
 # ---- a full disk ----------------------------------------------------------------------------------------------
 @pytest.fixture
 def small_disk(tmp_path):
-    """A real 8 MiB file system (tmpfs): needs the right to mount (root); skipped elsewhere."""
-    mount = tmp_path / "small_disk"
-    mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {proc.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+    """A real 8 MiB file system (tmpfs); skipped where mounting is not allowed."""
+    with small_tmpfs(tmp_path / "small_disk", "8m") as mount:
+        yield mount
 
 
 def test_full_disk_at_the_first_checkpoint_is_an_error_line(tmp_path, clean_root, small_disk):

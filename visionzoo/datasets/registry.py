@@ -18,8 +18,7 @@ from typing import Callable, Optional
 
 from visionzoo.strict import params_from_dict
 
-__all__ = ["DatasetEntry", "NoParams", "dataset_names", "get_dataset", "register_dataset", "split_exists",
-           "task_param_defaults"]
+__all__ = ["DatasetEntry", "NoParams", "dataset_names", "get_dataset", "register_dataset", "split_exists"]
 
 
 @dataclass
@@ -102,13 +101,3 @@ def get_dataset(task: str, name: str) -> DatasetEntry:
     except KeyError:
         raise ValueError(f"data.dataset = {name!r} is not a {task} dataset; expected "
                          f"{_quoted_list(dataset_names(task))}") from None
-
-
-def task_param_defaults(task: str) -> dict:
-    """Every `data.params` key of the task's data sets with its default (the first data set's, for a key
-    that several share): what the config reference lists."""
-    out: dict = {}
-    for entry in _DATASETS.get(task, {}).values():
-        for key, value in entry.param_defaults().items():
-            out.setdefault(key, value)
-    return out

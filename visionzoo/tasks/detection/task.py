@@ -15,7 +15,7 @@ from torch import nn
 from visionzoo.datasets.coco import CocoDetection
 from visionzoo.datasets.detection import build_detection_transforms, detection_collate
 from visionzoo.datasets.pennfudan import PennFudanDetection
-from visionzoo.datasets.registry import get_dataset, register_dataset, task_param_defaults
+from visionzoo.datasets.registry import get_dataset, register_dataset
 from visionzoo.datasets.voc import VOCDetection, voc_year_root
 from visionzoo.datasets.yolo import YOLODetection
 from visionzoo.models.utils import unwrap
@@ -158,7 +158,6 @@ def _yolo(cfg, split, params: DetectionParams, transform, masks: bool, train: bo
                          classes=params.classes, transform=transform, **_reader_options(cfg))
 
 
-DATA_PARAMS = task_param_defaults("detection")  # every data.params key and default (the config reference)
 
 
 def build_detection_dataset(cfg, split: str, train: bool, masks: bool | None = None, proposals: bool = False,

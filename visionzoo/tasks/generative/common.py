@@ -17,7 +17,7 @@ from visionzoo.datasets.binarize import DynamicBinarize, binarize_fixed
 from visionzoo.datasets.digits import MNIST
 from visionzoo.datasets.digits import SPLITS as DIGIT_SPLITS
 from visionzoo.datasets.folder import ImageFolderDataset
-from visionzoo.datasets.registry import get_dataset, register_dataset, task_param_defaults
+from visionzoo.datasets.registry import get_dataset, register_dataset
 from visionzoo.datasets.shapes import ShapesClassification
 from visionzoo.factory import create_model
 from visionzoo.registry import capabilities, get_entry
@@ -209,7 +209,6 @@ def _fashion_mnist(cfg, split, params: GenerativeParams, train: bool, class_name
     return _digits(cfg, split, params, train, fashion=True)
 
 
-DATA_PARAMS = task_param_defaults("generative")  # every data.params key and default (the config reference)
 
 
 class GenerativeTaskBase(Task):

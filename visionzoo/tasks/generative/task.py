@@ -16,7 +16,6 @@ from visionzoo.registry import capabilities, get_entry
 from visionzoo.tasks.base import UpdatePhase
 from visionzoo.tasks.generative.autoencoder import AutoencoderTask
 from visionzoo.tasks.generative.common import (  # noqa: F401  (the names this module has always offered)
-    DATA_PARAMS,
     PROGRESS_DIR,
     GenerativeAugment,
     GenerativeEval,

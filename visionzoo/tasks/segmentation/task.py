@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from visionzoo.datasets.camvid import CamVidSegmentation, camvid_root
-from visionzoo.datasets.registry import get_dataset, register_dataset, task_param_defaults
+from visionzoo.datasets.registry import get_dataset, register_dataset
 from visionzoo.datasets.segmentation import (
     MaskFolderSegmentation,
     VOCSegmentation,
@@ -107,7 +107,6 @@ def _camvid(cfg, split, params: SegmentationParams, transform):
     return CamVidSegmentation(cfg.data.root, split, **_reader_options(cfg, params, transform))
 
 
-DATA_PARAMS = task_param_defaults("segmentation")  # every data.params key and default (the config reference)
 
 
 def build_segmentation_dataset(cfg, split: str, train: bool):

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
-from visionzoo.datasets.registry import get_dataset, register_dataset, task_param_defaults
+from visionzoo.datasets.registry import get_dataset, register_dataset
 from visionzoo.datasets.sequences import SequenceDataset
 from visionzoo.datasets.tracking_pairs import PairSettings, TrackingPairs, sample_candidates
 from visionzoo.factory import create_model
@@ -97,7 +97,6 @@ _layout_dataset("got10k", "got10k", "GOT-10k layout")
 _layout_dataset("otb", "otb", "OTB layout")
 _layout_dataset("lasot", "lasot", "LaSOT layout")
 _layout_dataset("sequences", None, "any of them, detected per sequence (or data.params.layout)")
-DATA_PARAMS = task_param_defaults("tracking")  # every data.params key and default (the config reference)
 
 
 class TrackingAccumulator(Accumulator):
