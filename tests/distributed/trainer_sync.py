@@ -1,6 +1,7 @@
 """Run by torchrun (2 processes, gloo) from tests/test_distributed.py: trains a config with the shared
 Trainer in-process, then writes this rank's parameters (a strided sample and the sum), its step count and a
 draw of GAN latents, so the test can check that every rank holds the same model."""
+import gc
 import json
 import sys
 from pathlib import Path
@@ -34,6 +35,8 @@ def main():
         "changed": bool((after - before).abs().max() > 0),
         "latents": latents.reshape(-1)[:8].tolist(),
     }))
+    del trainer  # DDP's reducer holds the group: free it first, or gloo may abort at the interpreter's exit
+    gc.collect()
     dist.destroy_process_group()
 
 

@@ -17,6 +17,7 @@ loss, 128+N stopped by signal N (checkpoint written after the first signal; a se
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import signal
 import sys
@@ -123,7 +124,7 @@ def main(argv=None) -> int:
     info = distributed.env_world()
     say = print if info.is_main else (lambda *a, **k: None)  # one voice under torchrun
     locks: list[RunLock] = []
-    cfg = None
+    cfg = trainer = None
     try:
         cfg, config_path = resolve_config(args)
         info, _ = distributed.init_from_env(cfg.train.device)
@@ -150,6 +151,10 @@ def main(argv=None) -> int:
         say(str(e) or "stopped by SIGINT before training started", file=sys.stderr)
         return getattr(e, "exit_code", 128 + signal.SIGINT)
     finally:
+        # Free the model (DDP's reducer holds the process group) before the group is destroyed: left to the
+        # interpreter's exit, gloo's threads were torn down after the peer had gone, and the process aborted.
+        trainer = None
+        gc.collect()
         distributed.shutdown()
         for lock in locks:
             lock.release()
