@@ -296,6 +296,19 @@ def test_discordant_pairs_and_mismatched_sets():
         discordant(a, b[:4])
 
 
+def test_significance_command_pairs_a_classifier_with_itself_and_refuses_unpaired_lists():
+    weights = REPO_WEIGHTS_DIR / "lenet5.mnist.safetensors"
+    data = need(MNIST_RAW)
+    env = {"PYTHONPATH": str(ROOT)}  # run as a file, as `python -m` would from a checkout
+    r = run_script("visionzoo/cli/significance.py", "--a", weights, "--b", weights, "--data", data,
+                   "--split", "test", env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["pooled"] == {"images": 10_000, "a_right_b_wrong": 0, "a_wrong_b_right": 0, "p_value": 1.0}
+    r = run_script("visionzoo/cli/significance.py", "--a", weights, weights, "--b", weights, env=env)
+    assert r.returncode == 1 and "same number of targets" in r.stderr
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet20_cifar.cifar10", "mnist_cnn.stn_mnist_rts"])
 def test_shipped_real_data_classifiers_reproduce_their_cards(tmp_path, request, name):
