@@ -42,6 +42,13 @@ MAX_BATCH = 256
 _GAN_VAL_KEYS = ("fid", "kid", "kid_std")  # scores that must name their feature extractor
 
 _KIND_NAMES = {"autoencoder": "Autoencoder", "vae": "VAE", "gan": "GAN"}
+# The image sections each kind's report shows, in order: a GAN has no encoder (nothing to reconstruct or
+# project), an autoencoder no prior to sample from.
+_SECTIONS = {
+    "autoencoder": ("reconstructions", "interpolation", "traversals", "projection"),
+    "vae": ("reconstructions", "samples", "interpolation", "traversals", "projection"),
+    "gan": ("samples", "interpolation", "traversals"),
+}
 _CLASS_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                  "#bcbd22", "#17becf"]
 # pytorch-fid's published FID-Inception file, as features.InceptionFeatures names it
@@ -691,19 +698,20 @@ def build_generative_report(
         parts.append(f"\u26a0 {len(metrics['warnings'])} warning" + ("s" if len(metrics["warnings"]) > 1 else ""))
     report = HtmlReport(title, subtitle=" \u00b7 ".join(parts))
     _summary(report, model, metrics, model_summary)
+    plan = _SECTIONS[kind]
     with _inference(model, seed):
-        device = _device(model)
-        if kind == "gan":
-            x = y = torch.zeros(0)
-        else:
-            x, y = _load(dataset, range(min(len(dataset), PROJECTION_IMAGES)), device)
-            _reconstructions(report, model, x, y, seed)
-        if kind != "autoencoder":
-            _samples(report, model, dataset, cfg, seed, classes)
-        _interpolation(report, model, x, y, seed, classes)
-        _traversals(report, model, x, y, seed, classes)
-        if kind != "gan":
-            _projection(report, model, x, y, seed, classes)
+        x = y = torch.zeros(0)
+        if "reconstructions" in plan or "projection" in plan:  # the kinds with an encoder see real images
+            x, y = _load(dataset, range(min(len(dataset), PROJECTION_IMAGES)), _device(model))
+        sections = {
+            "reconstructions": lambda: _reconstructions(report, model, x, y, seed),
+            "samples": lambda: _samples(report, model, dataset, cfg, seed, classes),
+            "interpolation": lambda: _interpolation(report, model, x, y, seed, classes),
+            "traversals": lambda: _traversals(report, model, x, y, seed, classes),
+            "projection": lambda: _projection(report, model, x, y, seed, classes),
+        }
+        for section in plan:
+            sections[section]()
     _curves(report, model, log_records, metrics)
     _progress(report, model, progress_images, seed)
     add_run_info(report, run_info)
