@@ -147,7 +147,7 @@ def family_check(model_name: str, precision: str, device: torch.device, compile_
                          channels_last=True, compile=compile_model)
         cfg = bench.benchmark_config(model_name, size, args)
         task = get_task(cfg.task)
-        if get_entry(model_name).capabilities.generative_kind == "gan" and not weights_file("resnet18").is_file():
+        if entry.capabilities.generative_kind == "gan" and not weights_file("resnet18").is_file():
             cfg.eval.fid_features = random_fid_extractor()  # the default extractor's file is in weights/
         torch.manual_seed(0)
         model = task.build_model(cfg, None).to(device).to(memory_format=torch.channels_last)
