@@ -15,6 +15,7 @@ import torch
 from tests.helpers import ROOT, read_jsonl, run_script, write_tiny_config
 from visionzoo.config import load_config
 from visionzoo.engine.checkpoint import load_checkpoint
+from visionzoo.engine.hooks import HookBase, JsonLog
 from visionzoo.engine.trainer import NonFiniteLoss
 from visionzoo.training import build_trainer
 
@@ -252,3 +253,39 @@ def test_fine_tune_from_a_published_file_records_where_it_started(tmp_path, tiny
     assert start["trained"] == first_card["trained"]
     assert second_card["reproduce"][:len(first_card["reproduce"])] == first_card["reproduce"]  # the whole chain
     assert second_card["sha256"] != first_card["sha256"]
+
+
+class _Recorder(HookBase):
+    """Notes every hook point it is called at, and every record the run emits."""
+
+    def __init__(self):
+        self.points, self.records = [], []
+
+    def __getattribute__(self, name):
+        attr = object.__getattribute__(self, name)
+        if name in ("before_train", "before_epoch", "before_step", "after_step", "after_epoch_steps",
+                    "after_validation", "after_epoch", "after_train"):
+            def noted(*args):
+                object.__getattribute__(self, "points").append(name)
+                return attr(*args)
+            return noted
+        return attr
+
+    def write(self, record):
+        self.records.append(record)
+
+
+def test_hooks_see_the_documented_points_and_the_log_is_a_hook(tmp_path, tiny_cfg):
+    cfg = load_config(tiny_cfg, ["train.epochs=1", "train.max_steps_per_epoch=2", "train.log_interval=1"])
+    recorder = _Recorder()
+    build_trainer(cfg, tmp_path / "logged", hooks=[recorder, JsonLog()]).fit()
+    assert recorder.points == ["before_train", "before_epoch", "before_step", "after_step", "before_step",
+                               "after_step", "after_epoch_steps", "after_validation", "after_epoch", "after_train"]
+    written = read_jsonl(tmp_path / "logged" / "log.jsonl")
+    assert [r["type"] for r in written] == [r["type"] for r in recorder.records]
+    assert [r["type"] for r in written] == ["run", "train", "train", "val", "checkpoint", "epoch"]
+    assert written[1]["step"] == 1 and written[2]["step"] == 2
+
+    # without the log hook the run keeps its checkpoint but writes no log
+    build_trainer(cfg, tmp_path / "quiet", hooks=[]).fit()
+    assert (tmp_path / "quiet" / "last.pt").is_file() and not (tmp_path / "quiet" / "log.jsonl").exists()

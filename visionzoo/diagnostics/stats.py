@@ -258,7 +258,7 @@ class LayerStatsHook(HookBase):
             return
         record = self.stats.end_step({k: v.detach() for k, v in losses.items()})
         if record is not None:
-            self.trainer.logger.log({"type": "layer_stats", "epoch": self.trainer.pos.epoch + 1, **record})
+            self.trainer.log({"type": "layer_stats", "epoch": self.trainer.pos.epoch + 1, **record})
 
     def after_epoch(self) -> None:
         if self.stats is None:
@@ -269,8 +269,8 @@ class LayerStatsHook(HookBase):
                 continue
             self.warned.add((w["layer"], w["kind"]))
             tqdm.write(f"warning: step {w['step']}: {w['message']}")
-            t.logger.log({"type": "warning", "epoch": t.pos.epoch + 1, "step": w["step"],
-                          "message": w["message"], "layer": w["layer"], "kind": w["kind"]})
+            t.log({"type": "warning", "epoch": t.pos.epoch + 1, "step": w["step"], "message": w["message"],
+                   "layer": w["layer"], "kind": w["kind"]})
 
     def after_train(self) -> None:
         if self.stats is not None:

@@ -1,13 +1,18 @@
 """Trainer hooks: what a training run does around its steps besides stepping (averaging the weights,
-stopping on a signal, keeping the best checkpoint, printing a line per validation) plugs into the trainer
-here, so the trainer's loop stays short and entry points choose what runs (the layer statistics hook
-lives with the diagnostics and is handed in by them).
+stopping on a signal, keeping the best checkpoint, the JSON-lines log, the progress bar, a line per
+validation) plugs into the trainer here, so the trainer's loop stays short and entry points choose what
+runs (the layer statistics hook lives with the diagnostics and is handed in by them).
 
 The manner of detectron2's HookBase: a hook gets `self.trainer` at `attach` (after the model and its
 optimizers exist, before a resume) and is called at fixed points of `Trainer.fit`, in list order:
 
-    attach, before_train, [before_step, (after_backward, after_optimizer_step)*, after_step]*,
-    after_validation, after_epoch, after_train (always, also when training stops on an error)."""
+    attach, before_train,
+    [before_epoch, [before_step, (after_backward, after_optimizer_step)*, after_step]*, after_epoch_steps,
+     after_validation, after_epoch]*,
+    after_train (always, also when training stops on an error).
+
+Besides, `write(record)` receives every record the run emits (rank 0 only; `Trainer.log`): the log hook
+writes them to log.jsonl, the progress bar shows the training loss from them."""
 from __future__ import annotations
 
 import multiprocessing
@@ -19,9 +24,10 @@ from tqdm.auto import tqdm
 
 from visionzoo.config import to_dict
 from visionzoo.engine.checkpoint import CHECKPOINT_FORMAT, atomic_save
-from visionzoo.engine.console import epoch_summary
+from visionzoo.engine.console import epoch_summary, progress_bar
 from visionzoo.engine.data import release_workers
 from visionzoo.engine.ema import ModelEma
+from visionzoo.engine.run_dir import JsonlLogger
 
 
 class HookBase:
@@ -34,6 +40,8 @@ class HookBase:
 
     def before_train(self) -> None: ...
 
+    def before_epoch(self) -> None: ...
+
     def before_step(self) -> None: ...
 
     def after_backward(self, optimizer) -> None:
@@ -42,6 +50,12 @@ class HookBase:
     def after_optimizer_step(self) -> None: ...
 
     def after_step(self, losses: dict) -> None: ...
+
+    def after_epoch_steps(self) -> None:
+        """After the epoch's last step, before validation."""
+
+    def write(self, record: dict) -> None:
+        """A record of the run ("run", "train", "val", "epoch", "checkpoint", "warning", "error", ...)."""
 
     def after_validation(self, metrics: dict) -> None: ...
 
@@ -104,6 +118,64 @@ class ValidationLine(HookBase):
             per_epoch = (time.time() - self.start) / max(t.pos.epoch + 1 - self.first_epoch, 1)
             record = {**t.epoch_record, **{f"val_{k}": v for k, v in metrics.items()}}
             tqdm.write(epoch_summary(t.pos.epoch + 1, t.cfg.train.epochs, record, t.best, per_epoch))
+
+
+class JsonLog(HookBase):
+    """Every record of the run, one JSON object per line, in <run dir>/log.jsonl (rank 0), and with
+    `tensorboard` the scalars of the train, val and epoch records in <run dir>/tb. Put it last, so that it
+    closes after the hooks that write in their own after_train."""
+
+    def __init__(self, tensorboard: bool = False):
+        self.tensorboard = tensorboard
+        self.logger: JsonlLogger | None = None
+
+    def attach(self, trainer) -> None:
+        super().attach(trainer)
+        self.logger = JsonlLogger(trainer.run_dir / "log.jsonl", enabled=trainer.is_main,
+                                  tensorboard_dir=trainer.run_dir / "tb" if self.tensorboard else None)
+
+    def write(self, record: dict) -> None:
+        self.logger.log(record)
+
+    def after_train(self) -> None:
+        self.logger.close()
+
+
+class ProgressBar(HookBase):
+    """Each epoch's progress on rank 0: a bar on a terminal, a plain line every train.log_interval steps
+    elsewhere (engine/console.py), with the loss, lr and speed of the last "train" record. With this hook
+    the trainer's validations show their progress too."""
+
+    bar = None
+
+    def before_epoch(self) -> None:
+        t = self.trainer
+        self.shown = t.pos.batch_in_epoch
+        self.bar = progress_bar(total=t.steps_per_epoch, initial=self.shown, unit="batch",
+                                desc=f"epoch {t.pos.epoch + 1}/{t.cfg.train.epochs}",
+                                every=t.cfg.train.log_interval, disable=not t.is_main)
+
+    def _show(self, batches_done: int) -> None:
+        # the position, not a count of steps: skipped batches (data.on_corrupt=skip) run no step
+        self.bar.update(batches_done - self.shown)
+        self.shown = batches_done
+
+    def after_step(self, losses: dict) -> None:
+        self._show(self.trainer.pos.batch_in_epoch + 1)  # the trainer counts this step after its hooks
+
+    def write(self, record: dict) -> None:
+        if record.get("type") == "train" and self.bar is not None:
+            self.bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.3g}",
+                                 img_s=f"{record['images_per_s']:.0f}")
+
+    def after_epoch_steps(self) -> None:
+        self._show(self.trainer.pos.batch_in_epoch)
+        self.bar.close()
+        self.bar = None
+
+    def after_train(self) -> None:
+        if self.bar is not None:  # stopped inside an epoch
+            self.bar.close()
 
 
 class StoppedNow(KeyboardInterrupt):

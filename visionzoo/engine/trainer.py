@@ -1,11 +1,12 @@
 """The shared trainer loop. It knows no task and no diagnostic: the entry point hands it the Task object
-(datasets, losses, metrics) and a list of hooks (engine/hooks.py: EMA, best checkpoint, signals, the
-validation line; the diagnostics' layer statistics); one update is engine/update.py's Updater. The trainer
-owns what every run needs: devices, data loaders, the position in the run, logging, checkpoints, resume and
-the agreements that keep torchrun's ranks in step.
+(datasets, losses, metrics) and a list of hooks (engine/hooks.py: EMA, best checkpoint, signals, the JSON-lines
+log, the progress bar, the validation line; the diagnostics' layer statistics); one update is
+engine/update.py's Updater. The trainer owns what every run needs: devices, data loaders, the position in the
+run, the records it emits (`log`; hooks write them), checkpoints, resume and the agreements that keep
+torchrun's ranks in step.
 
-Under torchrun every rank runs this same code on its share of each epoch; rank 0 alone writes logs,
-checkpoints and progress bars. `data.batch_size` is per process, so the global batch is
+Under torchrun every rank runs this same code on its share of each epoch; rank 0 alone emits records and
+writes checkpoints. `data.batch_size` is per process, so the global batch is
 batch_size x world size (the lr is not rescaled for you)."""
 from __future__ import annotations
 
@@ -29,12 +30,11 @@ from visionzoo.engine.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from visionzoo.engine.console import progress_bar
 from visionzoo.engine.data import build_loader, sample_seed
 from visionzoo.engine.distributed import select_device
 from visionzoo.engine.evaluator import evaluate, make_eval_loader
-from visionzoo.engine.hooks import EmaHook, HookBase, StoppedNow, exit_now_on_signal
-from visionzoo.engine.run_dir import JsonlLogger, write_run_files
+from visionzoo.engine.hooks import EmaHook, HookBase, ProgressBar, StoppedNow, exit_now_on_signal
+from visionzoo.engine.run_dir import write_run_files
 from visionzoo.engine.update import Updater
 
 __all__ = ["CHECKPOINT_FORMAT", "NonFiniteLoss", "Position", "StoppedNow", "Trainer", "TrainingInterrupted",
@@ -83,9 +83,8 @@ class LossMeter:
 
 class Trainer:
     def __init__(self, cfg, task, run_dir: str | Path, hooks: list[HookBase] = (), resume: str | Path | None = None,
-                 show_progress: bool = True, config_path: str | None = None):
-        self.cfg, self.task, self.run_dir = cfg, task, Path(run_dir)
-        self.show_progress, self.config_path = show_progress, config_path
+                 config_path: str | None = None):
+        self.cfg, self.task, self.run_dir, self.config_path = cfg, task, Path(run_dir), config_path
         self.device = select_device(cfg.train.device)
         dist_info = distributed.current()
         self.rank, self.world_size, self.is_main = dist_info.rank, dist_info.world_size, dist_info.is_main
@@ -114,10 +113,9 @@ class Trainer:
         for hook in self.hooks:
             hook.attach(self)
         self.ema = next((h.ema for h in self.hooks if isinstance(h, EmaHook)), None)
+        self.show_progress = any(isinstance(h, ProgressBar) for h in self.hooks)  # validation's bar too
         if resume is not None:
             self._restore(Path(resume))
-        self.logger = JsonlLogger(self.run_dir / "log.jsonl", enabled=self.is_main,
-                                  tensorboard_dir=self.run_dir / "tb" if cfg.train.tensorboard else None)
         if self.is_main:
             write_run_files(self.run_dir, to_dict(cfg), str(self.device),
                             {"config_file": config_path, "resumed_from": str(resume) if resume else None})
@@ -167,6 +165,11 @@ class Trainer:
         for hook in self.hooks:
             getattr(hook, point)(*args)
 
+    def log(self, record: dict) -> None:
+        """Emit a record of the run to the hooks (rank 0): the log hook writes it to log.jsonl."""
+        if self.is_main:
+            self._call("write", record)
+
     # ---- checkpoints ------------------------------------------------------------------------
     def _state(self) -> dict:
         return {
@@ -192,7 +195,7 @@ class Trainer:
         self._sync_buffers()
         if self.is_main:
             atomic_save(self._state(), path)
-            self.logger.log({"type": "checkpoint", "file": name, "epoch": self.pos.epoch,
+            self.log({"type": "checkpoint", "file": name, "epoch": self.pos.epoch,
                              "step": self.pos.global_step})
         return path
 
@@ -247,7 +250,7 @@ class Trainer:
         start = time.time()
         try:
             self._call("before_train")
-            self.logger.log({"type": "run", "event": "start" if self.pos.global_step == 0 else "resume",
+            self.log({"type": "run", "event": "start" if self.pos.global_step == 0 else "resume",
                              "epoch": self.pos.epoch, "step": self.pos.global_step, "device": str(self.device),
                              "world_size": self.world_size, "steps_per_epoch": self.steps_per_epoch,
                              "train_samples": len(self.train_set),
@@ -258,7 +261,6 @@ class Trainer:
                     break
         finally:
             self._call("after_train")
-            self.logger.close()
         return {"epochs": self.pos.epoch, "steps": self.pos.global_step, "seconds": round(time.time() - start, 2),
                 "best": self.best, "run_dir": str(self.run_dir)}
 
@@ -279,7 +281,7 @@ class Trainer:
         self._call("after_epoch")
         self.pos = Position(self.pos.epoch + 1, 0, self.pos.global_step, 0)
         self.save_checkpoint()
-        self.logger.log(record)
+        self.log(record)
         if self.stop_signal is not None and self.pos.epoch < cfg.train.epochs:
             self._interrupted()
 
@@ -311,7 +313,7 @@ class Trainer:
         scalars = self.task.scalar_metrics(metrics)
         for message in metrics.get("warnings") or []:  # e.g. a GAN whose samples collapsed
             self.warn(message)
-        self.logger.log({"type": "val", "epoch": self.pos.epoch + 1, "step": self.pos.global_step, **scalars})
+        self.log({"type": "val", "epoch": self.pos.epoch + 1, "step": self.pos.global_step, **scalars})
         self._call("after_validation", scalars)
         return scalars
 
@@ -319,7 +321,7 @@ class Trainer:
         """A warning of this epoch: on rank 0's console, and in the log."""
         if self.is_main:
             tqdm.write(f"warning: epoch {self.pos.epoch + 1}: {message}")
-        self.logger.log({"type": "warning", "epoch": self.pos.epoch + 1, "message": message, **fields})
+        self.log({"type": "warning", "epoch": self.pos.epoch + 1, "message": message, **fields})
 
     def _sync_buffers(self) -> None:
         """BatchNorm statistics (and the EMA's copies of them) drift apart across ranks: each rank updates them
@@ -385,9 +387,7 @@ class Trainer:
         self.model.train()
         self.skipped_this_epoch = []
         epoch, window = LossMeter(), LossMeter()
-        bar = progress_bar(total=self.steps_per_epoch, initial=self.pos.batch_in_epoch, unit="batch",
-                           desc=f"epoch {self.pos.epoch + 1}/{cfg.train.epochs}", every=cfg.train.log_interval,
-                           disable=not (self.show_progress and self.is_main))
+        self._call("before_epoch")
         for batch, skipped, _ in self.train_loader:
             if self.pos.batch_in_epoch >= self.steps_per_epoch:
                 break
@@ -403,14 +403,13 @@ class Trainer:
             self.pos.batch_in_epoch += 1
             self.pos.global_step += 1
             self.pos.samples_in_epoch += cfg.data.batch_size * self.world_size
-            bar.update(1)
             stop = self._agreed_stop()
             if self.pos.global_step % cfg.train.log_interval == 0 and window.batches:
-                self._log_window(window, bar, check_finite=not check_every_step)
+                self._log_window(window, check_finite=not check_every_step)
                 window = LossMeter()
             if stop is not None:
                 break
-        bar.close()
+        self._call("after_epoch_steps")
         if self.world_size > 1:
             self._settle_agreement()
         return self._epoch_stats(epoch)
@@ -437,16 +436,14 @@ class Trainer:
             self.stop_signal = stop
         return stop
 
-    def _log_window(self, window: LossMeter, bar, check_finite: bool) -> None:
-        """The "train" log record of the last log_interval steps, and the progress bar's loss, lr and speed."""
-        means = self._global_means(window.sums, window.counts)
+    def _log_window(self, window: LossMeter, check_finite: bool) -> None:
+        """The "train" record of the last log_interval steps (loss means over all ranks, lr, speed)."""
+        means = self._global_means(window.sums, window.counts)  # a collective: every rank computes it
         if check_finite:
             self._check_finite(means)
         rate = window.images * self.world_size / max(time.time() - window.start, 1e-9)
-        lr = self.current_lr()
-        self.logger.log({"type": "train", "epoch": self.pos.epoch + 1, "step": self.pos.global_step,
-                         "lr": lr, **means, "images_per_s": round(rate, 2)})
-        bar.set_postfix(loss=f"{means['loss']:.4f}", lr=f"{lr:.3g}", img_s=f"{rate:.0f}")
+        self.log({"type": "train", "epoch": self.pos.epoch + 1, "step": self.pos.global_step,
+                  "lr": self.current_lr(), **means, "images_per_s": round(rate, 2)})
 
     def _epoch_stats(self, epoch: LossMeter) -> dict:
         skipped = self._gather_skipped()
@@ -456,8 +453,7 @@ class Trainer:
                    f"(data.on_corrupt=skip): {names}")
             if self.is_main:
                 tqdm.write("warning: " + msg)
-            self.logger.log({"type": "warning", "epoch": self.pos.epoch + 1, "message": msg,
-                             "skipped": len(skipped)})
+            self.log({"type": "warning", "epoch": self.pos.epoch + 1, "message": msg, "skipped": len(skipped)})
         seconds = time.time() - epoch.start
         stats = {f"train_{k}": v for k, v in self._global_means(epoch.sums, epoch.counts).items()}
         stats.update({"seconds": round(seconds, 2),
@@ -480,7 +476,7 @@ class Trainer:
         msg = (f"non-finite loss at epoch {self.pos.epoch + 1}, step {step}, "
                f"lr {self.current_lr():.6g}: {terms}. Training stopped; the last good checkpoint "
                f"({self.run_dir / 'last.pt'}) is unchanged. Try a lower optim.lr, train.grad_clip, or amp=none.")
-        self.logger.log({"type": "error", "epoch": self.pos.epoch + 1, "step": step, "message": msg})
+        self.log({"type": "error", "epoch": self.pos.epoch + 1, "step": step, "message": msg})
         raise NonFiniteLoss(msg)
 
     def current_lr(self) -> float:
