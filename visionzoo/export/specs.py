@@ -318,7 +318,7 @@ def _tracker_spec(loaded, input_size, batch, dynamic) -> ExportSpec:
     mean = loaded.meta.get("mean") or IMAGENET_MEAN
     std = loaded.meta.get("std") or IMAGENET_STD
     traced, checked = _batches(batch, dynamic)
-    if entry.family == "siamfc":
+    if entry.capabilities.tracker_kind == "siamfc":
         if input_size:
             raise ExportError(f"{loaded.name}: --input-size does not apply: the SiamFC embedding is exported for "
                               "any crop size (127-px exemplars and 255-px search crops alike)")
@@ -353,7 +353,7 @@ def _tracker_spec(loaded, input_size, batch, dynamic) -> ExportSpec:
 
 
 def _generative_spec(loaded, input_size, batch, dynamic) -> ExportSpec:
-    model, kind = loaded.model, get_entry(loaded.name).family
+    model, kind = loaded.model, get_entry(loaded.name).capabilities.generative_kind
     traced, checked = _batches(batch, dynamic)
     gen = torch.Generator().manual_seed(0)
     if kind == "autoencoder":

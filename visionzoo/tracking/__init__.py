@@ -40,10 +40,11 @@ def tracker_params(family: str, values: dict | None):
     return params_cls(**values)
 
 
-def build_tracker(model, family: str, params: dict | None = None, **kwargs) -> Tracker:
-    """The tracker of `family` around an already built model (what evaluation does during training)."""
-    settings = tracker_params(family, params)  # raises for an unknown family or parameter
-    return TRACKERS[family][0](model, settings, **kwargs)
+def build_tracker(model, kind: str, params: dict | None = None, **kwargs) -> Tracker:
+    """The tracker of `kind` (a model's declared `tracker_kind`: "siamfc" or "sint") around an already built
+    model (what evaluation does during training)."""
+    settings = tracker_params(kind, params)  # raises for an unknown kind or parameter
+    return TRACKERS[kind][0](model, settings, **kwargs)
 
 
 def create_tracker(name: str, weights: str | None = None, *, device="cpu", mean=None, std=None,
@@ -63,7 +64,7 @@ def create_tracker(name: str, weights: str | None = None, *, device="cpu", mean=
     model = create_model(name, weights=weights, **(model_kwargs or {}))
     card = getattr(model, "pretrained_cfg", {}) or {}
     card_params = (((card.get("config") or {}).get("eval") or {}).get("tracker") or {})
-    return build_tracker(model, entry.family, {**card_params, **params}, device=device,
+    return build_tracker(model, entry.capabilities.tracker_kind, {**card_params, **params}, device=device,
                          mean=mean or card.get("mean") or (0.485, 0.456, 0.406),
                          std=std or card.get("std") or (0.229, 0.224, 0.225))
 
