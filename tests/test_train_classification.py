@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -253,6 +254,34 @@ def test_fine_tune_from_a_published_file_records_where_it_started(tmp_path, tiny
     assert start["trained"] == first_card["trained"]
     assert second_card["reproduce"][:len(first_card["reproduce"])] == first_card["reproduce"]  # the whole chain
     assert second_card["sha256"] != first_card["sha256"]
+
+
+def test_published_card_names_paths_in_the_checkout_and_its_data_folder_portably(tmp_path, shapes_root):
+    """A run started in a clone, on data in ../shared beside it: the card's commands and config name them
+    relative to the clone (what a user's clone of the repository has), not as this machine's absolute paths."""
+    from visionzoo.publish import main as publish_main
+
+    clone = tmp_path / "clone"
+    (clone / "visionzoo").mkdir(parents=True)
+    (clone / "pyproject.toml").write_text("")
+    data = tmp_path / "shared" / "data" / "shapes"
+    shutil.copytree(shapes_root, data)
+    config = write_tiny_config(clone / "tiny.yaml", data)
+    run_dir = clone / "runs" / "tiny"
+    proc = run_script("train.py", config, "train.epochs=1", "train.max_steps_per_epoch=2", "--run-dir", run_dir,
+                      "--overwrite", "--no-progress", cwd=clone)
+    assert proc.returncode == 0, proc.stderr
+    proc = run_script("evaluate.py", run_dir, "--split", "val", "--no-progress", cwd=clone)
+    assert proc.returncode == 0, proc.stderr
+    assert publish_main([str(run_dir), "--tag", "portable", "--out", str(clone / "weights"), "--dtype", "float32"]) == 0
+    card = json.loads((clone / "weights" / "resnet18.portable.json").read_text())
+    assert card["config"]["data"]["root"] == card["metrics"]["data_root"] == "../shared/data/shapes"
+    assert card["reproduce"][0].startswith("python -m visionzoo.datasets.write_shapes ../shared/data/shapes ")
+    assert card["reproduce"][1] == "python train.py tiny.yaml --run-dir runs/tiny"
+    assert card["reproduce"][-1] == "python -m visionzoo.publish runs/tiny --tag portable --out weights"
+    assert "--run-dir runs/tiny" in card["command"] and "--overwrite" not in card["command"]
+    recorded = json.dumps({k: card[k] for k in ("command", "reproduce", "config", "metrics")})
+    assert str(tmp_path) not in recorded
 
 
 class _Recorder(HookBase):

@@ -86,6 +86,42 @@ def _initial_weights(cfg) -> tuple[dict | None, list[str]]:
     return start, list(card.get("reproduce", []))
 
 
+def _is_checkout(path: Path) -> bool:
+    return (path / "pyproject.toml").is_file() and (path / "visionzoo").is_dir()
+
+
+def _path_prefixes(run_info: dict) -> list[tuple[str, str]]:
+    """(absolute prefix, portable form), longest first: a checkout of this project (where the run was started,
+    where it is published from, the installed package's) becomes relative to it, the data folder beside it
+    ../shared, the home folder ~. Paths elsewhere (a scratch folder) stay as they are."""
+    checkouts = {Path(run_info["cwd"]) if run_info.get("cwd") else None, Path.cwd(),
+                 Path(__file__).resolve().parents[1]}
+    prefixes = {}
+    for checkout in filter(None, checkouts):
+        checkout = checkout.resolve()
+        if _is_checkout(checkout):
+            prefixes[str(checkout)] = ""
+            prefixes[str(checkout.parent / "shared")] = "../shared"
+    prefixes.setdefault(str(Path.home()), "~")
+    return sorted(prefixes.items(), key=lambda item: -len(item[0]))
+
+
+def _portable(value, prefixes: list[tuple[str, str]]):
+    """`value` (strings, lists, dicts) with the machine's absolute paths written as `_path_prefixes` says, so that
+    a card's commands run from any clone."""
+    if isinstance(value, dict):
+        return {k: _portable(v, prefixes) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_portable(v, prefixes) for v in value]
+    if not isinstance(value, str):
+        return value
+    for prefix, portable in prefixes:
+        if value == prefix:
+            return portable or "."
+        value = value.replace(prefix + "/", portable + "/" if portable else "")
+    return value
+
+
 def publish(run_dir: Path, tag: str, out_dir: Path, dtype: str = "float16") -> Path:
     target = load_target(run_dir)
     metrics = latest_metrics(run_dir)
@@ -125,7 +161,8 @@ def publish(run_dir: Path, tag: str, out_dir: Path, dtype: str = "float16") -> P
         "trained": {"epochs": cfg.train.epochs, "seconds": _training_seconds(run_dir), "git": run_info.get("git"),
                     "versions": run_info.get("versions"), "device": run_info.get("device"),
                     "initial_weights": initial_weights, "curve": _training_curve(run_dir)},
-        "command": run_info.get("command"),
+        # as it was run, less the flag that only mattered in that run folder
+        "command": (run_info.get("command") or "").replace(" --overwrite", "") or None,
         "reproduce": earlier_commands + _data_commands(cfg) + [
             f"python train.py {run_info.get('config_file') or '<config>'} --run-dir {run_dir}",
             # the evaluation as it was run (overrides such as eval.iwae_k=5000 included)
@@ -134,6 +171,9 @@ def publish(run_dir: Path, tag: str, out_dir: Path, dtype: str = "float16") -> P
         ],
         "config": to_dict(cfg),
     }
+    prefixes = _path_prefixes(run_info)
+    for key in ("command", "reproduce", "config", "metrics"):
+        card[key] = _portable(card[key], prefixes)
     card.update({k: v for k, v in cfg.card.items() if k not in card})  # data set, split, anchor, licence
     card.update({k: v for k, v in meta.items() if k not in card})  # task-specific metadata (detectors' sizes)
     weights_file.with_suffix(".json").write_text(json.dumps(card, indent=2))
