@@ -230,8 +230,9 @@ inherits; deeper keys merge. `KEY=VALUE` on the command line overrides any key (
 `train.epochs=3 optim.lr=0.01 data.augment.hflip=0`.
 
 Validation is strict: an unknown key is an error naming it and the closest valid key; a value of the wrong
-type names the key, the value and the expected type. The sections `data.augment`, `loss` and `eval` (and the
-keys of `data.params`) depend on the config's `task`: their tables follow the shared sections, one per task.
+type names the key, the value and the expected type. The sections `data.augment`, `loss` and `eval` depend on
+the config's `task`, and the keys of `data.params` on its data set: their tables follow the shared sections, one
+per task, with the data sets that read each key of `data.params`.
 
 `data.dataset` names a dataset builder of the task: `image_folder` or `shapes` for classification (and
 generative models), `coco` or `voc` for detection, `voc` or `folder` for segmentation, `got10k`, `otb`,

@@ -8,7 +8,7 @@
     params = entry.parse_params(cfg.data.params)          # unknown key / wrong type: the error names it
 
 Each data set has its own params dataclass holding exactly the keys it reads: a key of another data set (VOC's
-`year` for Penn-Fudan) is an error naming the key, the data set and its keys. The keys every data set of a task
+`year` for Penn-Fudan) is an error naming the key, the data set, its keys and the data sets that have it. The keys every data set of a task
 reads sit in a base dataclass the data sets' own extend; `typed_params` falls back to it for a config whose
 data set is not registered (a benchmark's synthetic batches).
 
