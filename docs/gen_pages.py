@@ -149,9 +149,6 @@ NOTES = {
     "data.params.max_aspect": "largest target aspect ratio used in a pair",
     "data.params.min_cover": "smallest cover label (GOT-10k) of a target used in a pair",
     "data.params.context": "context margin of the crops: p = context x (w + h)",
-    "data.params.train_samples": "images per training epoch (null: the split's size)",
-    "data.params.eval_samples": "images evaluated (null: the split's size)",
-    "data.params.grayscale": "one channel",
 }
 
 
@@ -162,7 +159,10 @@ def _sentence(*parts: str) -> str:
 def dataclass_rows(cls, prefix: str) -> list[tuple[str, str, str, str]]:
     """(key, type, default, meaning) for every field of `cls`, nested dataclasses expanded."""
     hints = typing.get_type_hints(cls)
-    notes = _comments(cls)
+    notes: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):  # a field inherited from a base dataclass keeps the base's comment
+        if dataclasses.is_dataclass(klass):
+            notes.update({k: v for k, v in _comments(klass).items() if v or k not in notes})
     rows = []
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
@@ -174,21 +174,47 @@ def dataclass_rows(cls, prefix: str) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def data_param_rows(task: str) -> list[tuple[str, str, str, str]]:
-    """Rows for the `data.params` keys of every data set registered for `task` (a key shared by several data
-    sets is listed once, as the first one types it)."""
+def data_param_rows(task: str) -> list[tuple[str, str, str, str, str]]:
+    """Rows (key, type, default, meaning, data sets) for the `data.params` keys of the data sets registered for
+    `task`: each key once, typed and defaulted as the first data set that reads it has it, with the data sets
+    that read it (a different default is given with the data set; a different meaning is given per data set)."""
     from visionzoo.datasets.registry import dataset_names, get_dataset  # torch: only when a page is built
 
-    rows, seen = [], set()
-    for name in dataset_names(task):
-        for row in dataclass_rows(get_dataset(task, name).params, "data.params."):
-            if row[0] not in seen:
-                seen.add(row[0])
-                rows.append(row)
+    names = dataset_names(task)
+    keys: dict[str, dict] = {}  # key -> {"row": first row, "readers": [(data set, default, meaning)]}
+    for name in names:
+        for key, tp, default, meaning in dataclass_rows(get_dataset(task, name).params, "data.params."):
+            entry = keys.setdefault(key, {"row": (key, tp, default), "readers": []})
+            entry["readers"].append((name, default, meaning))
+    rows = []
+    for entry in keys.values():
+        readers = entry["readers"]
+        first_default = entry["row"][2]
+        if len(readers) == len(names):
+            who = "all"
+        else:
+            who = ", ".join(f"`{n}`" for n, _, _ in readers)
+        others: dict[str, list[str]] = {}  # another default -> the data sets that have it
+        for n, d, _ in readers:
+            if d != first_default:
+                others.setdefault(d, []).append(f"`{n}`")
+        if others:
+            who += " (default " + "; ".join(f"{', '.join(ns)}: {d}" for d, ns in others.items()) + ")"
+        meanings: dict[str, list[str]] = {}
+        for n, _, m in readers:
+            meanings.setdefault(m, []).append(n)
+        if len(meanings) == 1:
+            meaning = next(iter(meanings))
+        else:
+            meaning = "; ".join(f"{', '.join(f'`{n}`' for n in ns)}: {m}" for m, ns in meanings.items() if m)
+        rows.append((*entry["row"], meaning, who))
     return rows
 
 
 def _table(rows) -> list[str]:
+    if rows and len(rows[0]) == 5:  # data.params: the data sets that read each key
+        lines = ["| key | type | default | meaning | data sets |", "|---|---|---|---|---|"]
+        return lines + [f"| `{k}` | {t} | {d} | {m} | {w} |" for k, t, d, m, w in rows]
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
     lines += [f"| `{k}` | {t} | {d} | {m} |" for k, t, d, m in rows]
     return lines
@@ -204,8 +230,9 @@ inherits; deeper keys merge. `KEY=VALUE` on the command line overrides any key (
 `train.epochs=3 optim.lr=0.01 data.augment.hflip=0`.
 
 Validation is strict: an unknown key is an error naming it and the closest valid key; a value of the wrong
-type names the key, the value and the expected type. The sections `data.augment`, `loss` and `eval` (and the
-keys of `data.params`) depend on the config's `task`: their tables follow the shared sections, one per task.
+type names the key, the value and the expected type. The sections `data.augment`, `loss` and `eval` depend on
+the config's `task`, and the keys of `data.params` on its data set: their tables follow the shared sections, one
+per task, with the data sets that read each key of `data.params`.
 
 `data.dataset` names a dataset builder of the task: `image_folder` or `shapes` for classification (and
 generative models), `coco` or `voc` for detection, `voc` or `folder` for segmentation, `got10k`, `otb`,
@@ -254,7 +281,8 @@ def config_reference() -> str:
         lines += [f"#### `data.params` ({name})", ""]
         rows = data_param_rows(name)
         if rows:
-            lines += _table(rows) + ["", "Any other key is an error naming the closest known one.", ""]
+            lines += _table(rows) + ["", "Each data set reads only the keys listed with it: any other key is an error "
+                                     "naming the key, the data set, its keys and the closest one.", ""]
         else:
             lines += ["No keys: the data sets of this task take no `data.params`.", ""]
         if name == "tracking":

@@ -74,7 +74,7 @@ def test_bad_binarisation_settings_are_clear_errors(mnist_root):
     with pytest.raises(ValueError, match="binarize = 'threshold'"):
         task.build_dataset(vae_config(mnist_root, "data.params.binarize=threshold"), "test", train=False)
     shapes = load_config(CONFIGS / "vae_mlp_shapes.yaml", ["data.params.binarize=bernoulli"])
-    with pytest.raises(ValueError, match="grey digit images"):
+    with pytest.raises(ValueError, match="data.params.binarize is not a parameter of the generative data set 'shapes'"):
         task.build_dataset(shapes, "test", train=False)
     with pytest.raises(ValueError, match="data.root is required"):
         task.build_dataset(vae_config(mnist_root, "data.root=null"), "test", train=False)

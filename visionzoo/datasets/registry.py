@@ -1,11 +1,16 @@
 """The registry of data sets: each names the task it serves, the builder that makes it, and its parameters
 (`data.params`) as a dataclass with typed fields and defaults.
 
-    @register_dataset("coco", task="detection", params=DetectionParams)
+    @register_dataset("coco", task="detection", params=COCOParams)
     def build_coco(cfg, split, params, **task_kwargs): ...
 
     entry = get_dataset("detection", cfg.data.dataset)    # unknown: the error lists the task's names
     params = entry.parse_params(cfg.data.params)          # unknown key / wrong type: the error names it
+
+Each data set has its own params dataclass holding exactly the keys it reads: a key of another data set (VOC's
+`year` for Penn-Fudan) is an error naming the key, the data set, its keys and the data sets that have it. The keys every data set of a task
+reads sit in a base dataclass the data sets' own extend; `typed_params` falls back to it for a config whose
+data set is not registered (a benchmark's synthetic batches).
 
 A task registers its data sets where it builds them (the builder needs the task's transforms); the registry
 itself knows no task code, so `data.dataset` and `data.params` are checked one way for every task.
@@ -16,9 +21,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, Optional
 
-from visionzoo.strict import params_from_dict
+from visionzoo.strict import ConfigError, params_from_dict
 
-__all__ = ["DatasetEntry", "NoParams", "dataset_names", "get_dataset", "register_dataset", "split_exists"]
+__all__ = ["DatasetEntry", "NoParams", "dataset_names", "get_dataset", "register_dataset", "split_exists",
+           "typed_params"]
 
 
 @dataclass
@@ -39,8 +45,17 @@ class DatasetEntry:
     description: str = ""
 
     def parse_params(self, values: dict):
-        """`data.params` as this data set's params dataclass (defaults filled in)."""
-        return params_from_dict(self.params, dict(values or {}), "data.params.", f"{self.task} data parameter")
+        """`data.params` as this data set's params dataclass (defaults filled in); a key it does not read is an
+        error naming the key, this data set and its keys (and the data sets of the task that have it)."""
+        values, names = dict(values or {}), self.param_names()
+        what = f"parameter of the {self.task} data set {self.name!r}"
+        unknown = [k for k in values if k not in names]
+        if unknown:  # another data set's key: say whose (the closest-name hint would mislead)
+            others = [e.name for e in _DATASETS.get(self.task, {}).values() if unknown[0] in e.param_names()]
+            if others:
+                raise ConfigError(f"data.params.{unknown[0]} is not a {what}; it is a key of {_quoted_list(others)} "
+                                  f"(known: {', '.join(names)})")
+        return params_from_dict(self.params, values, "data.params.", what)
 
     def param_defaults(self) -> dict:
         return asdict(self.params())
@@ -82,6 +97,15 @@ def split_exists(task: str, data, split: str) -> bool:
     if entry is not None and entry.has_split is not None:
         return bool(entry.has_split(Path(data.root), entry.parse_params(data.params), split))
     return (Path(data.root) / split).is_dir()
+
+
+def typed_params(task: str, data, base: type):
+    """`data.params` of a config's `data` section, typed by its data set's params dataclass; for a data set not
+    registered for `task` (a benchmark's synthetic batches), by `base`: the keys every data set of the task reads."""
+    entry = _DATASETS.get(task, {}).get(data.dataset)
+    if entry is not None:
+        return entry.parse_params(data.params)
+    return params_from_dict(base, dict(data.params or {}), "data.params.", f"{task} data parameter")
 
 
 def dataset_names(task: str) -> list[str]:

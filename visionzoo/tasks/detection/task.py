@@ -15,13 +15,12 @@ from torch import nn
 from visionzoo.datasets.coco import CocoDetection
 from visionzoo.datasets.detection import build_detection_transforms, detection_collate
 from visionzoo.datasets.pennfudan import PennFudanDetection
-from visionzoo.datasets.registry import get_dataset, register_dataset
+from visionzoo.datasets.registry import get_dataset, register_dataset, typed_params
 from visionzoo.datasets.voc import VOCDetection, voc_year_root
 from visionzoo.datasets.yolo import YOLODetection
 from visionzoo.models.utils import unwrap
 from visionzoo.proposals import ProposalsFile, SelectiveSearch
 from visionzoo.registry import capabilities
-from visionzoo.strict import params_from_dict
 from visionzoo.tasks.base import Accumulator, Task, check_trained_classes, model_num_classes
 from visionzoo.tasks.detection.metrics import CocoEvaluator, _quiet, voc07_ap50
 from visionzoo.tasks.detection.report import build_detection_report, measured_model_summary
@@ -55,11 +54,9 @@ class DetectionEval:
 
 @dataclass
 class DetectionParams:
-    """`data.params` of the detection data sets (one set of keys for all of them; each reads its own)."""
+    """`data.params` every detection data set reads (each data set's own class below adds its keys); alone, the
+    keys of a config whose data set is not registered (a benchmark's synthetic batches)."""
 
-    image_dir: str = "images/{split}"  # COCO / YOLO: image folder, relative to data.root
-    ann_file: str = "annotations/instances_{split}.json"  # COCO: annotation file, relative to data.root
-    year: Union[int, str, None] = None  # VOC: root holds VOC<year>/
     masks: Optional[bool] = None  # load instance masks (default: when the model predicts masks)
     proposals: str = "selective_search"  # Fast R-CNN: "selective_search" or a proposals file pattern
     proposal_top_k_train: int = 2000
@@ -68,18 +65,46 @@ class DetectionParams:
     selective_search: dict = field(default_factory=lambda: {"mode": "fast"})
     proposal_cache_dir: str = ".cache/proposals"  # relative to data.root unless absolute
     proposal_workers: int = 0
-    # VOC / YOLO: class names in label order (default VOC's 20, or root/classes.txt, data.yaml)
-    classes: Optional[list[str]] = None
-    label_dir: str = "labels/{split}"  # YOLO: label folder (one .txt per image), relative to data.root
-    split_seed: int = 1  # Penn-Fudan: seed of the split permutation (1: the torchvision tutorial's test images)
-    test_size: int = 50  # Penn-Fudan: images held out for test (the last of the permutation)
-    val_size: int = 20  # Penn-Fudan: images before them held out for validation
+
+
+@dataclass
+class COCOParams(DetectionParams):
+    """`data.params` of `coco`."""
+
+    image_dir: str = "images/{split}"  # image folder, relative to data.root
+    ann_file: str = "annotations/instances_{split}.json"  # annotation file, relative to data.root
+
+
+@dataclass
+class VOCDetectionParams(DetectionParams):
+    """`data.params` of detection's `voc`."""
+
+    year: Union[int, str, None] = None  # root holds VOC<year>/
+    classes: Optional[list[str]] = None  # class names in label order (default VOC's 20, or root/classes.txt)
+
+
+@dataclass
+class PennFudanParams(DetectionParams):
+    """`data.params` of `pennfudan`."""
+
+    split_seed: int = 1  # seed of the split permutation (1: the torchvision tutorial's test images)
+    test_size: int = 50  # images held out for test (the last of the permutation)
+    val_size: int = 20  # images before them held out for validation
+
+
+@dataclass
+class YOLOParams(DetectionParams):
+    """`data.params` of `yolo`."""
+
+    image_dir: str = "images/{split}"  # image folder, relative to data.root
+    label_dir: str = "labels/{split}"  # label folder (one .txt per image), relative to data.root
+    classes: Optional[list[str]] = None  # class names, class 0 first (default: root/data.yaml, else root/classes.txt)
 
 
 def data_params(cfg) -> DetectionParams:
-    """`data.params` typed; every detection data set shares these keys, so this also serves configs without a
-    registered data set (a benchmark's synthetic batches)."""
-    return params_from_dict(DetectionParams, dict(cfg.data.params or {}), "data.params.", "detection data parameter")
+    """`data.params` typed by the config's data set (COCOParams, ...), or by DetectionParams, the keys every
+    detection data set reads, for a config without a registered data set (a benchmark's synthetic batches)."""
+    return typed_params("detection", cfg.data, DetectionParams)
 
 
 def model_predicts_masks(name: str) -> bool:
@@ -108,24 +133,24 @@ def _reader_options(cfg) -> dict:
     return {"on_corrupt": cfg.data.on_corrupt, "max_image_pixels": cfg.data.max_image_pixels}
 
 
-def _coco_has_split(root: Path, params: DetectionParams, split: str) -> bool:
+def _coco_has_split(root: Path, params: COCOParams, split: str) -> bool:
     return (root / params.ann_file.format(split=split)).is_file()
 
 
-@register_dataset("coco", task="detection", params=DetectionParams, has_split=_coco_has_split)
-def _coco(cfg, split, params: DetectionParams, transform, masks: bool, train: bool):
+@register_dataset("coco", task="detection", params=COCOParams, has_split=_coco_has_split)
+def _coco(cfg, split, params: COCOParams, transform, masks: bool, train: bool):
     """COCO JSON annotations (boxes and instance masks)"""
     root = Path(cfg.data.root)
     return CocoDetection(root / params.image_dir.format(split=split), root / params.ann_file.format(split=split),
                          transform=transform, masks=masks, **_reader_options(cfg))
 
 
-def _voc_has_split(root: Path, params: DetectionParams, split: str) -> bool:
+def _voc_has_split(root: Path, params: VOCDetectionParams, split: str) -> bool:
     return (voc_year_root(root, params.year) / "ImageSets" / "Main" / f"{split}.txt").is_file()
 
 
-@register_dataset("voc", task="detection", params=DetectionParams, has_split=_voc_has_split)
-def _voc(cfg, split, params: DetectionParams, transform, masks: bool, train: bool):
+@register_dataset("voc", task="detection", params=VOCDetectionParams, has_split=_voc_has_split)
+def _voc(cfg, split, params: VOCDetectionParams, transform, masks: bool, train: bool):
     """Pascal VOC layout (boxes; difficult objects kept for evaluation)"""
     if masks:
         raise ValueError("data.dataset = voc has no instance masks; use a box-only model (faster_rcnn_*, "
@@ -138,19 +163,19 @@ def _any_split(root: Path, params: DetectionParams, split: str) -> bool:
     return True  # the splits are carved from one folder by a seeded permutation
 
 
-@register_dataset("pennfudan", task="detection", params=DetectionParams, has_split=_any_split)
-def _pennfudan(cfg, split, params: DetectionParams, transform, masks: bool, train: bool):
+@register_dataset("pennfudan", task="detection", params=PennFudanParams, has_split=_any_split)
+def _pennfudan(cfg, split, params: PennFudanParams, transform, masks: bool, train: bool):
     """Penn-Fudan pedestrians (boxes and instance masks)"""
     return PennFudanDetection(cfg.data.root, split=split, transform=transform, masks=masks, seed=params.split_seed,
                               test_size=params.test_size, val_size=params.val_size, **_reader_options(cfg))
 
 
-def _yolo_has_split(root: Path, params: DetectionParams, split: str) -> bool:
+def _yolo_has_split(root: Path, params: YOLOParams, split: str) -> bool:
     return (root / params.image_dir.format(split=split)).is_dir()
 
 
-@register_dataset("yolo", task="detection", params=DetectionParams, has_split=_yolo_has_split)
-def _yolo(cfg, split, params: DetectionParams, transform, masks: bool, train: bool):
+@register_dataset("yolo", task="detection", params=YOLOParams, has_split=_yolo_has_split)
+def _yolo(cfg, split, params: YOLOParams, transform, masks: bool, train: bool):
     """YOLO text labels (boxes)"""
     if masks:
         raise ValueError("data.dataset = yolo has boxes only; use a box-only model (faster_rcnn_*)")

@@ -17,7 +17,7 @@ from visionzoo.datasets.binarize import DynamicBinarize, binarize_fixed
 from visionzoo.datasets.digits import MNIST
 from visionzoo.datasets.digits import SPLITS as DIGIT_SPLITS
 from visionzoo.datasets.folder import ImageFolderDataset
-from visionzoo.datasets.registry import get_dataset, register_dataset
+from visionzoo.datasets.registry import get_dataset, register_dataset, typed_params
 from visionzoo.datasets.shapes import ShapesClassification
 from visionzoo.factory import create_model
 from visionzoo.registry import capabilities, get_entry
@@ -26,8 +26,6 @@ from visionzoo.tasks.generative.features import build_feature_extractor
 from visionzoo.tasks.generative.report import build_generative_report, progress_grid
 
 PROGRESS_DIR = "progress"  # run_dir/progress/epoch_NNN.png: fixed-noise samples (or reconstructions) per epoch
-BINARIZE = (None, "bernoulli")
-DIGIT_DATASETS = ("mnist", "fashion_mnist")
 
 
 @dataclass
@@ -58,22 +56,47 @@ class GenerativeEval:
 
 @dataclass
 class GenerativeParams:
-    """`data.params` of the generative data sets (one set of keys for all of them)."""
+    """`data.params` every generative data set reads (each data set's own class below adds its keys); alone, the
+    keys of a config whose data set is not registered (a benchmark's synthetic batches)."""
 
-    train_samples: Optional[int] = None  # images per training epoch (None: the split's size)
-    eval_samples: Optional[int] = None  # images evaluated (None: the split's size)
-    seed: int = 0  # shapes: of every image
+    train_samples: Optional[int] = None  # images per training epoch (null: the split's size)
+    eval_samples: Optional[int] = None  # images evaluated (null: the split's size)
     grayscale: bool = False  # one channel
-    val_size: int = 5000  # MNIST / Fashion-MNIST: the validation part carved out of train (datasets/digits.py)
+
+
+@dataclass
+class ShapesGenerativeParams(GenerativeParams):
+    """`data.params` of generative's `shapes`."""
+
+    seed: int = 0  # of every image
+
+
+@dataclass
+class FolderGenerativeParams(GenerativeParams):
+    """`data.params` of generative's `image_folder` (the shared keys only)."""
+
+
+@dataclass
+class DigitsGenerativeParams(GenerativeParams):
+    """`data.params` of generative's `mnist` and `fashion_mnist`."""
+
+    grayscale: bool = True  # one channel (the images are grey: false is an error)
+    val_size: int = 5000  # the validation part carved out of train (datasets/digits.py)
     split_seed: int = 0
     # "bernoulli": binarise grey levels by sampling, afresh each epoch for training (seeded per sample and
     # epoch), once with binarize_seed for evaluation splits; None: grey images
-    binarize: Optional[str] = None
+    binarize: Optional[Literal["bernoulli"]] = None
     binarize_seed: int = 0
 
 
+def data_params(cfg) -> GenerativeParams:
+    """`data.params` typed by the config's data set (ShapesGenerativeParams, ...), or by GenerativeParams, the
+    keys every generative data set reads, for a config without a registered data set (a benchmark's batches)."""
+    return typed_params("generative", cfg.data, GenerativeParams)
+
+
 def image_channels(cfg) -> int:
-    return 1 if cfg.data.params.get("grayscale") or cfg.data.dataset in DIGIT_DATASETS else 3
+    return 1 if data_params(cfg).grayscale else 3
 
 
 def default_kwarg(model_name: str, key: str):
@@ -124,12 +147,6 @@ def _samples(params: GenerativeParams, train: bool) -> int | None:
     return params.train_samples if train else params.eval_samples
 
 
-def _refuse_binarize(cfg, params: GenerativeParams) -> None:
-    if params.binarize:
-        raise ValueError(f"data.params.binarize is for grey digit images ({', '.join(DIGIT_DATASETS)}), "
-                         f"not data.dataset = {cfg.data.dataset!r}")
-
-
 def _image_transform(cfg, params: GenerativeParams, train: bool, resize: bool):
     size = cfg.data.input_size
     ops: list = [v2.ToImage()]
@@ -143,20 +160,18 @@ def _image_transform(cfg, params: GenerativeParams, train: bool, resize: bool):
     return v2.Compose(ops)
 
 
-@register_dataset("shapes", task="generative", params=GenerativeParams)
-def _shapes(cfg, split, params: GenerativeParams, train: bool, class_names):
+@register_dataset("shapes", task="generative", params=ShapesGenerativeParams)
+def _shapes(cfg, split, params: ShapesGenerativeParams, train: bool, class_names):
     """shapes rendered on the fly at data.input_size"""
-    _refuse_binarize(cfg, params)
     base = ShapesClassification(split=split, num_samples=_samples(params, train), image_size=cfg.data.input_size,
                                 seed=params.seed)
     return base, _image_transform(cfg, params, train, resize=False)
 
 
-@register_dataset("image_folder", task="generative", params=GenerativeParams)
-def _image_folder(cfg, split, params: GenerativeParams, train: bool, class_names):
+@register_dataset("image_folder", task="generative", params=FolderGenerativeParams)
+def _image_folder(cfg, split, params: FolderGenerativeParams, train: bool, class_names):
     """root/<split>/<class>/*.jpg, resized and centre-cropped to data.input_size"""
     d = cfg.data
-    _refuse_binarize(cfg, params)
     transform = _image_transform(cfg, params, train, resize=True)
     if not d.root:
         raise ValueError("data.root is required for data.dataset = image_folder")
@@ -169,7 +184,7 @@ def _image_folder(cfg, split, params: GenerativeParams, train: bool, class_names
     return base, transform
 
 
-def _digits(cfg, split, params: GenerativeParams, train: bool, fashion: bool):
+def _digits(cfg, split, params: DigitsGenerativeParams, train: bool, fashion: bool):
     """MNIST / Fashion-MNIST (28 px grey, in memory) and its transform; binarised when asked: a Bernoulli
     draw per sample and epoch for training, one seeded draw (binarize_seed) of the whole split otherwise."""
     d = cfg.data
@@ -177,7 +192,7 @@ def _digits(cfg, split, params: GenerativeParams, train: bool, fashion: bool):
         raise ValueError(f"data.root is required for data.dataset = {d.dataset} (the folder of its IDX files)")
     if d.input_size != 28:
         raise ValueError(f"data.input_size = {d.input_size}; {d.dataset} images are 28 x 28 (set 28)")
-    if params.grayscale is False and "grayscale" in d.params:
+    if not params.grayscale:
         raise ValueError(f"{d.dataset} images are grey; data.params.grayscale must be true (or left out)")
     base = MNIST(d.root, split, None, fashion=fashion, download=d.download, val_size=params.val_size,
                  split_seed=params.split_seed)
@@ -197,14 +212,14 @@ def _digits(cfg, split, params: GenerativeParams, train: bool, fashion: bool):
     return base, v2.Compose(ops) if len(ops) > 1 else ops[0]
 
 
-@register_dataset("mnist", task="generative", params=GenerativeParams, splits=DIGIT_SPLITS)
-def _mnist(cfg, split, params: GenerativeParams, train: bool, class_names):
+@register_dataset("mnist", task="generative", params=DigitsGenerativeParams, splits=DIGIT_SPLITS)
+def _mnist(cfg, split, params: DigitsGenerativeParams, train: bool, class_names):
     """MNIST digits (grey, 28 px; binarised when data.params.binarize is set)"""
     return _digits(cfg, split, params, train, fashion=False)
 
 
-@register_dataset("fashion_mnist", task="generative", params=GenerativeParams, splits=DIGIT_SPLITS)
-def _fashion_mnist(cfg, split, params: GenerativeParams, train: bool, class_names):
+@register_dataset("fashion_mnist", task="generative", params=DigitsGenerativeParams, splits=DIGIT_SPLITS)
+def _fashion_mnist(cfg, split, params: DigitsGenerativeParams, train: bool, class_names):
     """Fashion-MNIST (grey, 28 px)"""
     return _digits(cfg, split, params, train, fashion=True)
 
@@ -231,8 +246,6 @@ class GenerativeTaskBase(Task):
     def build_dataset(self, cfg, split, train, class_names=None):
         entry = get_dataset(self.name, cfg.data.dataset)
         params = entry.parse_params(cfg.data.params)
-        if params.binarize not in BINARIZE:
-            raise ValueError(f"data.params.binarize = {params.binarize!r}; expected one of {BINARIZE}")
         base, transform = entry.builder(cfg, split, params, train, class_names)
         dataset = GenerativeImages(base, transform, self.data_range)
         return dataset if train else self.check_eval_dataset(cfg, dataset, split)

@@ -6,7 +6,9 @@ import torch
 
 from visionzoo.models.utils import unwrap
 from visionzoo.tasks.generative.common import (
+    DigitsGenerativeParams,
     GenerativeTaskBase,
+    data_params,
     default_kwarg,
     image_channels,
     noise_generators,
@@ -31,9 +33,10 @@ class VAETask(GenerativeTaskBase):
 
     def new_accumulator(self, cfg, dataset):
         likelihood = cfg.model.kwargs.get("likelihood") or default_kwarg(cfg.model.name, "likelihood")
-        binarize = cfg.data.params.get("binarize")
+        params = data_params(cfg)
+        binarized = isinstance(params, DigitsGenerativeParams) and params.binarize
         binary = (f"binarised images: one torch.bernoulli draw of the grey levels, seed "
-                  f"{cfg.data.params.get('binarize_seed', 0)} (data.params.binarize_seed)") if binarize else \
+                  f"{params.binarize_seed} (data.params.binarize_seed)") if binarized else \
             "binarised images (pixel > 0.5)"
         return VAEAccumulator(dims=image_channels(cfg) * cfg.data.input_size ** 2,
                               dequantized=likelihood == "gaussian", k=cfg.eval.iwae_k, binary_data=binary)

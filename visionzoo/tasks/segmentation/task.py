@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from visionzoo.datasets.camvid import CamVidSegmentation, camvid_root
-from visionzoo.datasets.registry import get_dataset, register_dataset
+from visionzoo.datasets.registry import get_dataset, register_dataset, typed_params
 from visionzoo.datasets.segmentation import (
     MaskFolderSegmentation,
     VOCSegmentation,
@@ -22,7 +22,6 @@ from visionzoo.datasets.segmentation import (
     segmentation_collate,
 )
 from visionzoo.datasets.voc import voc_year_root
-from visionzoo.strict import params_from_dict
 from visionzoo.tasks.base import Accumulator, Task, check_trained_classes, images_to_device, model_num_classes
 from visionzoo.tasks.segmentation.metrics import ConfusionMeter
 from visionzoo.tasks.segmentation.report import build_segmentation_report
@@ -56,19 +55,38 @@ class SegmentationEval:
 
 @dataclass
 class SegmentationParams:
-    """`data.params` of the segmentation data sets (one set of keys for all of them; each reads its own)."""
+    """`data.params` every segmentation data set reads (each data set's own class below adds its keys); alone,
+    the keys of a config whose data set is not registered (a benchmark's synthetic batches)."""
 
-    year: Union[int, str, None] = None  # VOC: root holds VOC<year>/
-    image_dir: str = "images/{split}"  # folder: images, relative to data.root
-    mask_dir: str = "masks/{split}"  # folder: masks (same stem, .png), relative to data.root
-    classes: Optional[list[str]] = None  # class names (index = mask value); default VOC's 21, or root/classes.txt
+    # class names (index = mask value); default: root/classes.txt (voc, folder), else VOC's 21 or CamVid's 11
+    classes: Optional[list[str]] = None
     base_size: Optional[int] = None  # resize the image side to this before augmentation / at evaluation
 
 
+@dataclass
+class VOCSegmentationParams(SegmentationParams):
+    """`data.params` of segmentation's `voc`."""
+
+    year: Union[int, str, None] = None  # root holds VOC<year>/
+
+
+@dataclass
+class MaskFolderParams(SegmentationParams):
+    """`data.params` of `folder`."""
+
+    image_dir: str = "images/{split}"  # images, relative to data.root
+    mask_dir: str = "masks/{split}"  # masks (same stem, .png), relative to data.root
+
+
+@dataclass
+class CamVidParams(SegmentationParams):
+    """`data.params` of `camvid` (the shared keys only)."""
+
+
 def data_params(cfg) -> SegmentationParams:
-    """`data.params` typed; every segmentation data set shares these keys, so this also serves configs without a
-    registered data set (a benchmark's synthetic batches)."""
-    return params_from_dict(SegmentationParams, dict(cfg.data.params or {}), "data.params.", "segmentation data parameter")
+    """`data.params` typed by the config's data set (VOCSegmentationParams, ...), or by SegmentationParams, the
+    keys every segmentation data set reads, for a config without a registered data set (a benchmark's batches)."""
+    return typed_params("segmentation", cfg.data, SegmentationParams)
 
 
 def _reader_options(cfg, params: SegmentationParams, transform) -> dict:
@@ -76,33 +94,33 @@ def _reader_options(cfg, params: SegmentationParams, transform) -> dict:
             "max_image_pixels": cfg.data.max_image_pixels}
 
 
-def _voc_has_split(root: Path, params: SegmentationParams, split: str) -> bool:
+def _voc_has_split(root: Path, params: VOCSegmentationParams, split: str) -> bool:
     return (voc_year_root(root, params.year) / "ImageSets" / "Segmentation" / f"{split}.txt").is_file()
 
 
-@register_dataset("voc", task="segmentation", params=SegmentationParams, has_split=_voc_has_split)
-def _voc(cfg, split, params: SegmentationParams, transform):
+@register_dataset("voc", task="segmentation", params=VOCSegmentationParams, has_split=_voc_has_split)
+def _voc(cfg, split, params: VOCSegmentationParams, transform):
     """Pascal VOC segmentation layout"""
     return VOCSegmentation(cfg.data.root, split=split, year=params.year, **_reader_options(cfg, params, transform))
 
 
-def _folder_has_split(root: Path, params: SegmentationParams, split: str) -> bool:
+def _folder_has_split(root: Path, params: MaskFolderParams, split: str) -> bool:
     return (root / params.image_dir.format(split=split)).is_dir()
 
 
-@register_dataset("folder", task="segmentation", params=SegmentationParams, has_split=_folder_has_split)
-def _folder(cfg, split, params: SegmentationParams, transform):
+@register_dataset("folder", task="segmentation", params=MaskFolderParams, has_split=_folder_has_split)
+def _folder(cfg, split, params: MaskFolderParams, transform):
     """images and same-stem PNG masks in two folders"""
     return MaskFolderSegmentation(cfg.data.root, split, image_dir=params.image_dir, mask_dir=params.mask_dir,
                                   **_reader_options(cfg, params, transform))
 
 
-def _camvid_has_split(root: Path, params: SegmentationParams, split: str) -> bool:
+def _camvid_has_split(root: Path, params: CamVidParams, split: str) -> bool:
     return (camvid_root(root) / split).is_dir()
 
 
-@register_dataset("camvid", task="segmentation", params=SegmentationParams, has_split=_camvid_has_split)
-def _camvid(cfg, split, params: SegmentationParams, transform):
+@register_dataset("camvid", task="segmentation", params=CamVidParams, has_split=_camvid_has_split)
+def _camvid(cfg, split, params: CamVidParams, transform):
     """CamVid (SegNet's 11-class layout)"""
     return CamVidSegmentation(cfg.data.root, split, **_reader_options(cfg, params, transform))
 

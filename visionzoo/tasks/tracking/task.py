@@ -18,12 +18,11 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
-from visionzoo.datasets.registry import get_dataset, register_dataset
+from visionzoo.datasets.registry import get_dataset, register_dataset, typed_params
 from visionzoo.datasets.sequences import SequenceDataset
 from visionzoo.datasets.tracking_pairs import PairSettings, TrackingPairs, sample_candidates
 from visionzoo.factory import create_model
 from visionzoo.registry import capabilities
-from visionzoo.strict import params_from_dict
 from visionzoo.tasks.base import Accumulator, Task
 from visionzoo.tasks.tracking.losses import contrastive_loss, siamfc_labels, siamfc_logistic_loss
 from visionzoo.tasks.tracking.metrics import SequenceResult, summarize
@@ -65,10 +64,9 @@ class TrackingEval:
 
 @dataclass
 class TrackingParams:
-    """`data.params` of the tracking data sets: how training pairs are drawn (and the folder layout of
-    `sequences`)."""
+    """`data.params` every tracking data set reads: how training pairs are drawn (`sequences` adds its folder
+    layout); alone, the keys of a config whose data set is not registered (a benchmark's synthetic batches)."""
 
-    layout: str = "auto"  # sequences: got10k, otb, lasot or auto (detected per sequence)
     pairs_per_epoch: int = 2000
     max_gap: int = 100  # frames between the two frames of a pair
     min_size: float = 4.0
@@ -77,17 +75,24 @@ class TrackingParams:
     context: float = 0.5
 
 
+@dataclass
+class SequencesParams(TrackingParams):
+    """`data.params` of `sequences`."""
+
+    layout: str = "auto"  # got10k, otb, lasot or auto (detected per sequence)
+
+
 def data_params(cfg) -> TrackingParams:
-    """`data.params` typed; every tracking data set shares these keys, so this also serves configs without a
-    registered data set (a benchmark's synthetic batches)."""
-    return params_from_dict(TrackingParams, dict(cfg.data.params or {}), "data.params.", "tracking data parameter")
+    """`data.params` typed by the config's data set, or by TrackingParams, the keys every tracking data set
+    reads, for a config without a registered data set (a benchmark's synthetic batches)."""
+    return typed_params("tracking", cfg.data, TrackingParams)
 
 
-def _layout_dataset(name: str, layout: str | None, doc: str):
-    """Register the sequence folders of `layout` (None: data.params.layout) as tracking data set `name`."""
+def _layout_dataset(name: str, layout: str, doc: str):
+    """Register the sequence folders of `layout` as tracking data set `name`."""
 
     def build(cfg, split, params: TrackingParams):
-        return SequenceDataset(cfg.data.root, split=split, layout=layout or params.layout)
+        return SequenceDataset(cfg.data.root, split=split, layout=layout)
 
     build.__doc__ = doc
     register_dataset(name, task="tracking", params=TrackingParams)(build)
@@ -96,7 +101,12 @@ def _layout_dataset(name: str, layout: str | None, doc: str):
 _layout_dataset("got10k", "got10k", "GOT-10k layout")
 _layout_dataset("otb", "otb", "OTB layout")
 _layout_dataset("lasot", "lasot", "LaSOT layout")
-_layout_dataset("sequences", None, "any of them, detected per sequence (or data.params.layout)")
+
+
+@register_dataset("sequences", task="tracking", params=SequencesParams)
+def _any_layout(cfg, split, params: SequencesParams):
+    """any of them, detected per sequence (or data.params.layout)"""
+    return SequenceDataset(cfg.data.root, split=split, layout=params.layout)
 
 
 class TrackingAccumulator(Accumulator):
