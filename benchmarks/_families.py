@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from visionzoo.datasets.write_shapes import write_image_folder
+from visionzoo.datasets.write_shapes_scenes import write_coco_scenes
+from visionzoo.datasets.write_shapes_segmentation import write_shapes_segmentation
+from visionzoo.datasets.write_shapes_sequences import write_shapes_sequences
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # The configs each family is measured with by default (shipped training recipes). Others of the same families
@@ -25,28 +30,18 @@ def write_family_data(family: str, root: Path, items: int) -> list[str]:
     root = Path(root)
     counts = {"train": items, "val": 0, "test": 0}
     if family == "classification":  # ImageFolder of 64-px PNGs (the quick-start config's size)
-        from visionzoo.datasets.write_shapes import write_image_folder
-
         write_image_folder(root / "shapes", image_size=64, counts=counts, progress=False)
         return [f"data.root={root / 'shapes'}"]
     if family == "generative":  # ImageFolder of 32-px PNGs, read as image_folder instead of rendered in memory
-        from visionzoo.datasets.write_shapes import write_image_folder
-
         write_image_folder(root / "shapes32", image_size=32, counts=counts, progress=False)
         return ["data.dataset=image_folder", f"data.root={root / 'shapes32'}", "data.params.train_samples=null"]
     if family == "detection":  # COCO JSON scenes, 128 px, with instance masks
-        from visionzoo.datasets.write_shapes_scenes import write_coco_scenes
-
         write_coco_scenes(root / "scenes", image_size=128, counts=counts, progress=False)
         return [f"data.root={root / 'scenes'}"]
     if family == "segmentation":  # Pascal VOC layout, 128 px
-        from visionzoo.datasets.write_shapes_segmentation import write_shapes_segmentation
-
         write_shapes_segmentation(root / "seg", image_size=128, counts=counts, progress=False)
         return [f"data.root={root / 'seg'}"]
     if family == "tracking":  # GOT-10k layout: a few 256x192 sequences; `items` pairs are drawn from them
-        from visionzoo.datasets.write_shapes_sequences import write_shapes_sequences
-
         write_shapes_sequences(root / "seq", counts={"train": 4, "val": 0, "test": 0}, frames=40, progress=False)
         return [f"data.root={root / 'seq'}", f"data.params.pairs_per_epoch={items}"]
     raise ValueError(f"unknown family {family!r}; expected one of {', '.join(FAMILIES)}")

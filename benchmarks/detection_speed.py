@@ -15,20 +15,20 @@ from pathlib import Path
 
 import torch
 import torchvision
+from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import visionzoo  # noqa: E402
 from benchmarks._throughput import compare, median_seconds  # noqa: E402
+from visionzoo.config import load_config  # noqa: E402
 
 
 def inference_ratio(args, device) -> None:
     ours = visionzoo.create_model("faster_rcnn_resnet50_fpn", min_size=args.size, max_size=args.size)
     # What torchvision's fasterrcnn_resnet50_fpn builds when given its COCO weights (frozen BatchNorm); built
     # without weights it would use trainable BatchNorm, a different network to time.
-    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
-
     body = torchvision.models.resnet50(weights=None, norm_layer=torchvision.ops.FrozenBatchNorm2d)
     theirs = torchvision.models.detection.FasterRCNN(_resnet_fpn_extractor(body, 3), num_classes=91,
                                                      min_size=args.size, max_size=args.size)
@@ -41,8 +41,6 @@ def inference_ratio(args, device) -> None:
 
 
 def training_steps(args, device) -> None:
-    from visionzoo.config import load_config
-
     print(f"small variants, training step (shapes configs' settings, batch {args.train_batch} of 128 px, {device}):")
     g = torch.Generator().manual_seed(0)
     for config in ("faster_rcnn_r18_shapes", "mask_rcnn_r18_shapes", "fast_rcnn_r18_shapes"):

@@ -28,9 +28,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import io
 import json
 import os
 import re
+import runpy
 import shlex
 import subprocess
 import sys
@@ -42,9 +44,20 @@ from argparse import Namespace
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+import torchvision
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+import benchmarks.benchmark as bench  # noqa: E402
+from benchmarks._families import write_family_data  # noqa: E402
+from visionzoo.engine import distributed  # noqa: E402
+from visionzoo.engine.ema import ModelEma  # noqa: E402
+from visionzoo.engine.evaluator import autocast_context  # noqa: E402
+from visionzoo.registry import get_entry  # noqa: E402
+from visionzoo.tasks import get_task  # noqa: E402
+from visionzoo.tasks.generative.features import FeatureExtractor  # noqa: E402
 
 GROUPS = ["families", "compile", "torchrun", "tests", "results"]
 # One model or more per family, at sizes that keep a step short; batch sizes per family.
@@ -109,10 +122,6 @@ def weights_file(model: str, tag: str = "shapes") -> Path:
 # ---- families and compile ---------------------------------------------------------------------------------------
 def random_fid_extractor():
     """A FID feature extractor on random weights (ResNet-18 body): the evaluation path runs without weights/."""
-    import torchvision
-
-    from visionzoo.tasks.generative.features import FeatureExtractor
-
     class RandomResNetFeatures(FeatureExtractor):
         name, dim = "resnet18 random weights (smoke test only)", 512
 
@@ -129,12 +138,6 @@ def random_fid_extractor():
 
 
 def family_check(model_name: str, precision: str, device: torch.device, compile_model: bool = False):
-    import benchmarks.benchmark as bench
-    from visionzoo.engine.ema import ModelEma
-    from visionzoo.engine.evaluator import autocast_context
-    from visionzoo.registry import get_entry
-    from visionzoo.tasks import get_task
-
     size, batch_size = FAMILY_MODELS[model_name]
     entry = get_entry(model_name)
 
@@ -200,8 +203,6 @@ def torchrun_command(*args: str) -> list[str]:
 
 def torchrun_train_check(device: torch.device, workdir: Path, timeout: float):
     def check():
-        from benchmarks._families import write_family_data
-
         overrides = write_family_data("classification", workdir / "data", 64)
         amp = "bf16" if device.type == "cuda" else "none"
         run = workdir / "torchrun_run"
@@ -236,10 +237,6 @@ def collectives_check(device: torch.device, timeout: float):
 
 def collectives_child(device_spec: str) -> None:
     """Run by torchrun (1 process): the process group train.py uses, and the collectives of the trainer."""
-    import torch.distributed as dist
-
-    from visionzoo.engine import distributed
-
     info, device = distributed.init_from_env(device_spec)
     if not dist.is_initialized():  # train.py stays out of torch.distributed at world size 1; the check does not
         backend = "nccl" if device.type == "cuda" else "gloo"
@@ -347,11 +344,7 @@ def arguments_parse(argv: list[str]) -> None:
     """Parse the arguments of script `argv[0]` as its own argparse parser does, without running the script:
     it runs as __main__ (in this process: no second torch import) with ArgumentParser.parse_args patched to
     stop right after a successful parse. An unknown option or a bad value fails as on the command line."""
-    import argparse as argparse_module
-    import io
-    import runpy
-
-    original = argparse_module.ArgumentParser.parse_args
+    original = argparse.ArgumentParser.parse_args
 
     def parse_and_stop(self, args=None, namespace=None):
         original(self, args, namespace)
@@ -360,7 +353,7 @@ def arguments_parse(argv: list[str]) -> None:
     saved = sys.argv
     sys.argv = [str(ROOT / argv[0]), *argv[1:]]
     err = io.StringIO()
-    argparse_module.ArgumentParser.parse_args = parse_and_stop
+    argparse.ArgumentParser.parse_args = parse_and_stop
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
             runpy.run_path(str(ROOT / argv[0]), run_name="__main__")
@@ -369,7 +362,7 @@ def arguments_parse(argv: list[str]) -> None:
     except SystemExit as e:
         raise RuntimeError(f"arguments rejected (exit code {e.code}): {last_line(err.getvalue())}") from None
     finally:
-        argparse_module.ArgumentParser.parse_args = original
+        argparse.ArgumentParser.parse_args = original
         sys.argv = saved
     raise RuntimeError(f"{argv[0]} finished without parsing arguments with argparse")
 

@@ -21,10 +21,21 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+import visionzoo.cli.evaluate as cli  # noqa: E402
+from visionzoo.config import load_config, to_dict  # noqa: E402
+from visionzoo.datasets.write_shapes import write_image_folder  # noqa: E402
+from visionzoo.engine.checkpoint import atomic_save  # noqa: E402
+from visionzoo.engine.run_dir import write_run_files  # noqa: E402
+from visionzoo.factory import create_model  # noqa: E402
+from visionzoo.predict import Classifier, Detector, Segmenter  # noqa: E402
+from visionzoo.tracking import create_tracker  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 PARTS = ("evaluate", "classifier", "segmenter", "detector", "tracker")
@@ -36,25 +47,18 @@ def rss_mib() -> float:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * PAGE / 2**20
     except OSError:
-        import resource
+        import resource  # local: Unix only, and needed only where /proc is missing
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def write_images(root: Path, n: int) -> list[Path]:
-    from visionzoo.datasets.write_shapes import write_image_folder
-
     write_image_folder(root, image_size=32, counts={"train": 0, "val": 0, "test": n}, seed=0, progress=False)
     return sorted((root / "test").rglob("*.png"))
 
 
 def make_run(run_dir: Path, data_root: Path) -> Path:
     """A run directory evaluate.py accepts: config.yaml and a best.pt of a freshly initialised resnet18."""
-    from visionzoo.config import load_config, to_dict
-    from visionzoo.engine.checkpoint import atomic_save
-    from visionzoo.engine.run_dir import write_run_files
-    from visionzoo.factory import create_model
-
     cfg = load_config(ROOT / "configs/classification/resnet18_shapes.yaml",
                       [f"data.root={data_root}", "data.input_size=32", "data.crop_pct=1.0", "data.num_workers=0",
                        "data.batch_size=64", "train.device=cpu"])
@@ -71,8 +75,6 @@ def make_run(run_dir: Path, data_root: Path) -> Path:
 def evaluate_curve(run_dir: Path, workers: int = 0, interval: float = 0.05) -> list[tuple[float, float]]:
     """(seconds, RSS MiB) while evaluate.py's main evaluates the run's test split in this process, restricted to
     its loop over the images (main also builds the model before it and counts FLOPs and writes files after it)."""
-    import visionzoo.cli.evaluate as cli
-
     samples: list[tuple[float, float]] = []
     done = threading.Event()
     start = time.time()
@@ -107,37 +109,23 @@ def evaluate_curve(run_dir: Path, workers: int = 0, interval: float = 0.05) -> l
 
 def predictor_curve(part: str, images: list[Path], every: int) -> list[tuple[int, float]]:
     """(images done, RSS MiB) while one predictor is called on each image in turn."""
-    import numpy as np
-
-    from visionzoo.factory import create_model
-
     torch.manual_seed(0)
     if part == "classifier":
-        from visionzoo.predict import Classifier
-
         model = Classifier(create_model("resnet18", num_classes=5), input_size=32, crop_pct=1.0)
         call = model.predict
     elif part == "segmenter":
-        from visionzoo.predict import Segmenter
-
         model = Segmenter(create_model("fcn8s_resnet18", num_classes=6))
         call = model.predict
     elif part == "detector":
-        from visionzoo.predict import Detector
-
         model = Detector(create_model("faster_rcnn_resnet18_fpn", num_classes=6, min_size=64, max_size=64),
                          score_threshold=0.0)
         call = model.predict
     elif part == "tracker":
-        from visionzoo.tracking import create_tracker
-
         tracker = create_tracker("siamfc_alexnet", model_kwargs={"width": 0.25})
-        frame0 = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(images[0]).convert("RGB"))
+        frame0 = np.asarray(Image.open(images[0]).convert("RGB"))
         tracker.init(frame0, np.array([8.0, 8.0, 16.0, 16.0]))
 
         def call(path):
-            from PIL import Image
-
             return tracker.update(np.asarray(Image.open(path).convert("RGB")))
     else:
         raise ValueError(f"unknown part {part!r}; one of {', '.join(PARTS)}")

@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 import visionzoo  # noqa: E402
 from benchmarks._throughput import compare, images_per_second, median_seconds  # noqa: E402
+from visionzoo.inference.crf import DenseCRF  # noqa: E402
 
 
 def inference_ratio(args, device) -> float:
@@ -57,8 +58,6 @@ def small_variants(args, device) -> None:
 
 @torch.no_grad()
 def crf_cost(args, device) -> None:
-    from visionzoo.inference.crf import DenseCRF
-
     print(f"DenseCRF (5 iterations), one image, {device}:")
     g = torch.Generator().manual_seed(0)
     for classes, (h, w), radius in ((6, (128, 128), 5), (21, (375, 500), 5), (21, (375, 500), 7)):

@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 import visionzoo  # noqa: E402
 from benchmarks._throughput import sync  # noqa: E402
+from visionzoo.datasets.sequences import read_got10k_sequence  # noqa: E402
 from visionzoo.tracking import SiamFCParams  # noqa: E402
 
 PAPER_FPS = 86.0  # SiamFC 3-scale, NVIDIA GeForce GTX Titan X (Bertinetto et al. 2016)
@@ -31,8 +32,6 @@ GOT_SEQUENCE = ROOT.parent / "shared" / "data" / "GOT-10k_Val_000001"
 
 
 def load_frames(n: int) -> tuple[list[np.ndarray], np.ndarray]:
-    from visionzoo.datasets.sequences import read_got10k_sequence
-
     if GOT_SEQUENCE.is_dir():
         seq = read_got10k_sequence(GOT_SEQUENCE)
         return [seq.load_frame(i) for i in range(min(n, len(seq)))], seq.boxes[0]

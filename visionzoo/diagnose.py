@@ -13,10 +13,33 @@ Exit codes: 0 done (or the check passed), 1 bad input, 2 the check failed (overf
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.transforms import v2
+from tqdm.auto import tqdm
+
+from visionzoo.config import ConfigError, load_config
+from visionzoo.datasets.common import ImageReadError
+from visionzoo.diagnostics import visualize as vis
+from visionzoo.diagnostics.common import build_setup, find_module
+from visionzoo.diagnostics.gradcheck import check_function, check_model, check_module, load_callable
+from visionzoo.diagnostics.lr_finder import lr_find_config, save_lr_find
+from visionzoo.diagnostics.overfit import loss_figure, overfit_check
+from visionzoo.diagnostics.report import build_stats_report
+from visionzoo.diagnostics.stats import ActivationStats
+from visionzoo.engine.targets import build_target_model, load_target
+from visionzoo.registry import list_models
+from visionzoo.reports.html import HtmlReport
+from visionzoo.tasks import get_task
+from visionzoo.tasks.classification.task import build_transforms
 
 COMMANDS = ("lr-find", "overfit", "gradcheck", "stats", "visualize")
 
@@ -108,8 +131,6 @@ def parse_args(argv=None):
 
 
 def _load_cfg(args):
-    from visionzoo.config import load_config
-
     cfg = load_config(args.config, args.overrides)
     if args.workers is not None:
         cfg.data.num_workers = args.workers
@@ -129,8 +150,6 @@ def _write_jsonl(path: Path, records) -> None:
 
 
 def cmd_lr_find(args) -> int:
-    from visionzoo.diagnostics.lr_finder import lr_find_config, save_lr_find
-
     cfg = _load_cfg(args)
     started = time.time()
     result = lr_find_config(cfg, start_lr=args.start_lr, end_lr=args.end_lr, steps=args.steps, smooth=args.smooth,
@@ -149,8 +168,6 @@ def cmd_lr_find(args) -> int:
 
 
 def cmd_overfit(args) -> int:
-    from visionzoo.diagnostics.overfit import loss_figure, overfit_check
-
     cfg = _load_cfg(args)
     result = overfit_check(cfg, samples=args.samples, steps=args.steps, batch_size=args.batch_size,
                            target_error=args.target_error, target_loss=args.target_loss, eval_every=args.eval_every,
@@ -167,18 +184,10 @@ def cmd_overfit(args) -> int:
 
 
 def cmd_gradcheck(args) -> int:
-    import torch
-    from torch import nn
-
-    from visionzoo.diagnostics.gradcheck import check_function, check_model, check_module, load_callable
-    from visionzoo.registry import list_models
-
     params = not args.no_params
     fast = True if args.fast else None
     if ":" not in args.target:
         if args.target not in list_models():
-            import difflib
-
             close = difflib.get_close_matches(args.target, list_models(), n=3)
             raise ValueError(f"unknown model {args.target!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
                              + " (or give package.module:attribute)")
@@ -193,8 +202,6 @@ def cmd_gradcheck(args) -> int:
         if isinstance(obj, type) and issubclass(obj, nn.Module):
             module = obj()
             if args.submodule:
-                from visionzoo.diagnostics.common import find_module
-
                 module = find_module(module, args.submodule, what="sub-module")
             results = check_module(module, inputs, name=args.target, params=params, mode=args.mode, seed=args.seed,
                                    fast=fast, progress=not args.no_progress)
@@ -216,12 +223,6 @@ def cmd_gradcheck(args) -> int:
 
 
 def cmd_stats(args) -> int:
-    from tqdm.auto import tqdm
-
-    from visionzoo.diagnostics.common import build_setup
-    from visionzoo.diagnostics.report import build_stats_report
-    from visionzoo.diagnostics.stats import ActivationStats
-
     cfg = _load_cfg(args)
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
@@ -260,12 +261,7 @@ def cmd_stats(args) -> int:
 def _preprocess(cfg, task_name: str):
     """The evaluation preprocessing of the target's config (classification's own transform; otherwise resize
     to data.input_size and normalise with data.mean / data.std)."""
-    import torch
-    from torchvision.transforms import v2
-
     if task_name == "classification":
-        from visionzoo.tasks.classification.task import build_transforms
-
         return build_transforms(cfg, train=False)
     size = cfg.data.input_size
     ops = [v2.ToImage(), v2.Resize((size, size), antialias=True), v2.ToDtype(torch.float32, scale=True)]
@@ -275,14 +271,6 @@ def _preprocess(cfg, task_name: str):
 
 
 def cmd_visualize(args) -> int:
-    import torch
-    from PIL import Image
-
-    from visionzoo.diagnostics import visualize as vis
-    from visionzoo.engine.targets import build_target_model, load_target
-    from visionzoo.reports.html import HtmlReport
-    from visionzoo.tasks import get_task
-
     target = load_target(args.target)
     cfg = target.cfg
     if args.data:
@@ -341,8 +329,6 @@ def cmd_visualize(args) -> int:
             save(vis.heat_image(sal), f"saliency_{i}_{path.stem}.png")
             save(overlay, f"saliency_overlay_{i}_{path.stem}.png")
             np_path = out / f"saliency_{i}_{path.stem}.npy"
-            import numpy as np
-
             np.save(np_path, sal)
             name = class_names[cls] if class_names and cls < len(class_names) else str(cls)
             saliency_items += [(pil.resize(overlay.size), path.name), (overlay, f"{name} (score {score:.2f})")]
@@ -385,9 +371,6 @@ def cmd_visualize(args) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from visionzoo.config import ConfigError
-    from visionzoo.datasets.common import ImageReadError
-
     handlers = {"lr-find": cmd_lr_find, "overfit": cmd_overfit, "gradcheck": cmd_gradcheck, "stats": cmd_stats,
                 "visualize": cmd_visualize}
     try:

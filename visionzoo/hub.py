@@ -268,7 +268,7 @@ def resolve_hf_hub(model_name: str, spec: str) -> ResolvedWeights:
     (its cache: HF_HOME / HF_HUB_CACHE; its server: HF_ENDPOINT), checked against the card's sha256 and the
     LFS sha256 the hub names the file by, before use."""
     repo_id, revision = parse_hf_hub(spec)
-    try:
+    try:  # local: huggingface_hub is the optional 'hub' extra, needed only for hf-hub: weights
         import huggingface_hub
         from huggingface_hub import constants as hf_constants
         from huggingface_hub import errors as hf_errors
@@ -438,7 +438,7 @@ def push_to_hub(
     verify_sha256(ResolvedWeights(path, "path", None, card, card["sha256"]))
     if not _HF_REPO_ID.fullmatch(repo_id):
         raise WeightsError(f"push to hub: expected a repository id ORG/NAME, got {repo_id!r}")
-    try:
+    try:  # local: the optional 'hub' extra, needed only to push
         from huggingface_hub import CommitOperationAdd, HfApi
     except ImportError:
         raise WeightsError(

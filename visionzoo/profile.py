@@ -5,6 +5,7 @@ import copy
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -14,8 +15,6 @@ def count_parameters(model: nn.Module) -> int:
 def gflops(model: nn.Module, input_size, on_meta: bool = True) -> float | None:
     """Multiply-add GFLOPs (the convention of torchvision's and the papers' tables) for one image of
     `input_size` (C, H, W). FlopCounterMode counts a multiply-add as two FLOPs, hence the /2."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     try:
         probe = model
         if on_meta:

@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 
 from visionzoo.config import to_dict
 from visionzoo.engine.targets import latest_metrics, load_target
+from visionzoo.hub import push_to_hub
 from visionzoo.registry import get_entry
 from visionzoo.weights import WeightsError, read_state_dict, resolve_weights, sha256_file, strip_prefixes
 
@@ -194,8 +195,6 @@ def main(argv=None) -> int:
         path = publish(args.run_dir, args.tag, args.out, args.dtype)
         print(f"wrote {path} and {path.with_suffix('.json')}")
         if args.push_to_hub:
-            from visionzoo.hub import push_to_hub
-
             print(f"pushed to {push_to_hub(path, args.push_to_hub)}")
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torchvision.models import get_model_weights
 
 from visionzoo import hub
 from visionzoo.weight_files import (  # noqa: F401  (re-exported: the public names of weights handling)
@@ -45,8 +46,6 @@ from visionzoo.weight_files import (  # noqa: F401  (re-exported: the public nam
 def _torchvision_weight_enum(model_name: str, tv_name: str | None, tag: str):
     if tv_name is None:
         raise WeightsError(f"model {model_name!r} has no torchvision counterpart, so 'torchvision:{tag}' cannot apply")
-    from torchvision.models import get_model_weights
-
     enum = get_model_weights(tv_name)
     if tag == "DEFAULT":
         return enum.DEFAULT
@@ -199,8 +198,6 @@ def available_weights(model_name: str, tv_name: str | None = None) -> dict[str, 
             out.setdefault(tag, {"source": source, "file": str(card_file.with_suffix(".safetensors")),
                                  "metrics": card.get("metrics", {}), "num_classes": card.get("num_classes")})
     if tv_name:
-        from torchvision.models import get_model_weights
-
         for w in get_model_weights(tv_name):
             filename = w.url.rsplit("/", 1)[-1]
             out[TORCHVISION_PREFIX + w.name] = {

@@ -15,7 +15,11 @@ the command documents (train: 3 non-finite loss, 128+N stopped by signal N).
 """
 from __future__ import annotations
 
+import difflib
+import importlib
 import sys
+
+from visionzoo import __version__
 
 # command -> (module, function, one-line help). Imported only when run, so `visionzoo --help` is quick.
 COMMANDS = {
@@ -38,16 +42,11 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import difflib
-    import importlib
-
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0 if argv else 2
     if argv[0] in ("-V", "--version"):
-        from visionzoo import __version__
-
         print(f"visionzoo {__version__}")
         return 0
     command, rest = argv[0], argv[1:]

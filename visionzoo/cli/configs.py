@@ -9,7 +9,7 @@ import difflib
 import os
 from pathlib import Path
 
-from visionzoo.config import ConfigError
+from visionzoo.strict import ConfigError  # not visionzoo.config, which imports every task
 
 PACKAGED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 CONFIG_SUFFIXES = (".yaml", ".yml")

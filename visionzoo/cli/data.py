@@ -12,8 +12,16 @@ Each writer takes its own options (`visionzoo data shapes --help`).
 """
 from __future__ import annotations
 
+import difflib
+import importlib
 import sys
 from pathlib import Path
+
+import yaml
+
+from visionzoo.cli.configs import DATA_WRITERS_BY_ROOT, PACKAGED_CONFIGS, packaged_config_names
+from visionzoo.datasets.digits import data_cache_dir
+from visionzoo.strict import ConfigError
 
 # sub-command -> (module whose main() it runs, what it writes)
 WRITERS = {
@@ -26,11 +34,8 @@ WRITERS = {
 
 
 def list_data() -> int:
-    import yaml
-
-    from visionzoo.cli.configs import DATA_WRITERS_BY_ROOT, PACKAGED_CONFIGS, packaged_config_names
-    from visionzoo.config import ConfigError, load_yaml_with_bases
-    from visionzoo.datasets.digits import data_cache_dir
+    # local: visionzoo.config imports every task (and matplotlib), about 1 s that the data writers never need
+    from visionzoo.config import load_yaml_with_bases
 
     print("writers (visionzoo data NAME OUT):")
     for name, (_, what) in WRITERS.items():
@@ -58,8 +63,6 @@ def list_data() -> int:
 
 
 def main(argv=None) -> int:
-    import importlib
-
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
@@ -68,8 +71,6 @@ def main(argv=None) -> int:
     if command == "list":
         return list_data()
     if command not in WRITERS:
-        import difflib
-
         close = difflib.get_close_matches(command, [*WRITERS, "list"], n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         print(f"error: unknown data command {command!r}.{hint} Commands: {', '.join([*WRITERS, 'list'])}",

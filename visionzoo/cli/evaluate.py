@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from visionzoo.cli.configs import find_config
+from visionzoo.cli.train import error_text
 from visionzoo.config import ConfigError, apply_overrides, deep_merge, load_yaml_with_bases, to_dict, validate
 from visionzoo.datasets.common import ImageReadError
 from visionzoo.engine import distributed
@@ -35,6 +36,8 @@ from visionzoo.engine.targets import (
     pick_split,
 )
 from visionzoo.profile import count_parameters, gflops
+from visionzoo.reports.compare import compare_runs, format_table
+from visionzoo.retrieval.runner import run_retrieval
 from visionzoo.tasks import get_task
 
 
@@ -148,8 +151,6 @@ def _invocation() -> str:
 
 
 def compare(runs: list[str]) -> None:
-    from visionzoo.reports.compare import compare_runs, format_table
-
     entries = []
     for run in runs:
         run_dir = Path(run)
@@ -174,14 +175,10 @@ def main(argv=None) -> int:
             print("error: give a run directory or weights file to evaluate (or --compare RUN ...)", file=sys.stderr)
             return 2
         if args.retrieval:
-            from visionzoo.retrieval.runner import run_retrieval
-
             run_retrieval(args)
         else:
             run_evaluation(args)
     except (ConfigError, FileNotFoundError, ValueError, ImageReadError, DiskFullError) as e:
-        from visionzoo.cli.train import error_text
-
         print(f"error: {error_text(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

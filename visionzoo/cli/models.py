@@ -8,13 +8,16 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import sys
 
+from visionzoo.cli.configs import PACKAGED_CONFIGS, packaged_config_names
+from visionzoo.registry import TASKS, get_entry, list_models, model_info
+from visionzoo.weights import available_weights
+
 
 def main(argv=None) -> int:
-    from visionzoo.registry import TASKS, get_entry, list_models, model_info
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("pattern", nargs="?", help="a model name (details) or an fnmatch pattern such as 'resnet*'")
     p.add_argument("--task", choices=TASKS, help="only models of this task")
@@ -22,12 +25,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true", help="print JSON")
     args = p.parse_args(argv)
     if args.configs:
-        from visionzoo.cli.configs import PACKAGED_CONFIGS, packaged_config_names
-
         names = packaged_config_names()
         if args.pattern:
-            import fnmatch
-
             names = [n for n in names if fnmatch.fnmatchcase(n, args.pattern) or args.pattern in n]
         print(json.dumps(names, indent=2) if args.json else "\n".join(names))
         if not args.json:
@@ -43,8 +42,6 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    from visionzoo.weights import available_weights
-
     rows = []
     for name in names:
         entry = get_entry(name)

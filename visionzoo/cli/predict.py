@@ -23,6 +23,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
+
+from visionzoo.datasets.common import ImageReadError
+from visionzoo.datasets.sequences import read_sequence
+from visionzoo.predict import Classifier, Detector, Segmenter, load_image
+from visionzoo.registry import get_entry
+from visionzoo.tracking import create_tracker, track_sequence
+from visionzoo.weights import WeightsError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -63,16 +71,13 @@ def _out_file(out: Path, relative: Path, suffix: str) -> Path:
 
 
 def _predict_images(args, task: str, out: Path) -> tuple[list[dict], int]:
-    import visionzoo
-    from visionzoo.datasets.common import ImageReadError
-
     if task == "classification":
-        predictor = visionzoo.Classifier(args.model, weights=args.weights, top_k=args.top_k, device=args.device)
+        predictor = Classifier(args.model, weights=args.weights, top_k=args.top_k, device=args.device)
     elif task == "detection":
-        predictor = visionzoo.Detector(args.model, weights=args.weights, score_threshold=args.score_threshold,
+        predictor = Detector(args.model, weights=args.weights, score_threshold=args.score_threshold,
                                        device=args.device)
     else:
-        predictor = visionzoo.Segmenter(args.model, weights=args.weights, crf=args.crf, window=args.window,
+        predictor = Segmenter(args.model, weights=args.weights, crf=args.crf, window=args.window,
                                         device=args.device)
     records, failed = [], 0
     for file, relative in image_files(args.paths):
@@ -92,8 +97,6 @@ def _predict_images(args, task: str, out: Path) -> tuple[list[dict], int]:
                           labels=result.names, scores=[round(float(s), 6) for s in result.scores])
             drawn = None if args.no_draw else predictor.draw(file, result)
         else:
-            from PIL import Image
-
             mask_file = _out_file(out, relative, ".mask.png")
             Image.fromarray(result.mask.astype(np.uint8 if result.mask.max(initial=0) < 256 else np.uint16)).save(
                 mask_file)
@@ -111,8 +114,6 @@ def _predict_images(args, task: str, out: Path) -> tuple[list[dict], int]:
 
 def _sequence(path: Path):
     """A tracking sequence folder as (name, frames, first ground-truth box or None)."""
-    from visionzoo.datasets.sequences import read_sequence
-
     try:
         seq = read_sequence(path)
         visible = np.flatnonzero(~np.isnan(seq.boxes).any(axis=1))
@@ -127,12 +128,7 @@ def _sequence(path: Path):
 
 
 def _track(args, out: Path) -> tuple[list[dict], int]:
-    from PIL import ImageDraw
-
-    import visionzoo
-    from visionzoo.predict import load_image
-
-    tracker = visionzoo.create_tracker(args.model, weights=args.weights, device=args.device)
+    tracker = create_tracker(args.model, weights=args.weights, device=args.device)
     init_box = _parse_box(args.init_box)
     records = []
     for arg in args.paths:
@@ -146,7 +142,7 @@ def _track(args, out: Path) -> tuple[list[dict], int]:
             raise ValueError(f"{path}: no ground-truth box on the first frame; give the target with "
                              "--init-box x,y,w,h")
         start = time.time()
-        result = visionzoo.track_sequence(tracker, frames, box, progress=not args.quiet, desc=name)
+        result = track_sequence(tracker, frames, box, progress=not args.quiet, desc=name)
         seq_out = out / name
         seq_out.mkdir(parents=True, exist_ok=True)
         np.savetxt(seq_out / "boxes.txt", result.boxes, fmt="%.2f", delimiter=",")
@@ -182,10 +178,6 @@ def main(argv=None) -> int:
     p.add_argument("--no-draw", action="store_true", help="write the JSON only")
     p.add_argument("--quiet", action="store_true", help="no per-image lines on stdout")
     args = p.parse_intermixed_args(argv)
-    from visionzoo.datasets.common import ImageReadError
-    from visionzoo.registry import get_entry
-    from visionzoo.weights import WeightsError
-
     try:
         task = get_entry(args.model).task
         if task == "generative":

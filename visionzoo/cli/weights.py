@@ -17,9 +17,12 @@ import json
 import sys
 from pathlib import Path
 
+from visionzoo.hub import install_from_checkout
+from visionzoo.registry import get_entry, list_models
 from visionzoo.weights import (
     REPO_WEIGHTS_DIR,
     WeightsError,
+    available_weights,
     resolve_weights,
     user_cache_dir,
     verify_sha256,
@@ -46,8 +49,6 @@ def copy_into_cache(source: Path, names: list[str] | None = None, dest: Path | N
     """Copy the selected weight files and their model cards from `source` (a clone's weights/ folder) into the
     user cache through visionzoo.hub.install_from_checkout: each verified against its card's sha256 first and
     renamed into place, a file already there with the right hash left as it is. Returns the cached paths."""
-    from visionzoo.hub import install_from_checkout
-
     source, dest = Path(source).expanduser(), Path(dest) if dest else user_cache_dir()
     if not source.is_dir():
         raise WeightsError(f"weights folder not found: {source} (give a clone's weights/ folder with --from)")
@@ -65,9 +66,6 @@ def copy_into_cache(source: Path, names: list[str] | None = None, dest: Path | N
 
 
 def list_weights(model: str | None) -> list[dict]:
-    from visionzoo.registry import get_entry, list_models
-    from visionzoo.weights import available_weights
-
     rows = []
     for name in [model] if model else list_models():
         for tag, info in available_weights(name, get_entry(name).torchvision_name).items():
@@ -116,8 +114,6 @@ def main(argv=None) -> int:
             copied = copy_into_cache(source, args.names)
             print(f"{len(copied)} weight file(s) in {user_cache_dir()}")
         elif args.action == "get":
-            from visionzoo.registry import get_entry
-
             entry = get_entry(args.model)
             resolved = resolve_weights(args.model, args.weights, entry.torchvision_name)
             verify_sha256(resolved)

@@ -23,8 +23,12 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.datasets import MNIST as TvMNIST
+from torchvision.datasets import FashionMNIST as TvFashion
+from torchvision.datasets.utils import download_and_extract_archive, download_url
 
 from visionzoo.datasets.common import ImageReadError, open_image
+from visionzoo.datasets.folder import ImageFolderDataset
 
 SPLITS = ("train", "val", "trainval", "test")
 
@@ -179,10 +183,6 @@ class MNIST(InMemoryClassification):
 
 def download_mnist(root: Path, fashion: bool = False) -> None:
     """The official files from torchvision's mirror list, each checked against torchvision's md5."""
-    from torchvision.datasets import MNIST as TvMNIST
-    from torchvision.datasets import FashionMNIST as TvFashion
-    from torchvision.datasets.utils import download_url
-
     source = TvFashion if fashion else TvMNIST
     root.mkdir(parents=True, exist_ok=True)
     for filename, md5 in source.resources:
@@ -215,8 +215,6 @@ def _read_cifar_binary(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_cifar_folder(folder: Path, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
-    from visionzoo.datasets.folder import ImageFolderDataset
-
     listing = ImageFolderDataset(folder, classes=CIFAR10_CLASSES)
     images = np.empty((len(listing.samples), 32, 32, 3), np.uint8)
     for i, (path, _) in enumerate(listing.samples):
@@ -240,8 +238,6 @@ class CIFAR10(InMemoryClassification):
         root = Path(root).expanduser()
         binary = self._binary_folder(root)
         if binary is None and not (root / official).is_dir() and download:
-            from torchvision.datasets.utils import download_and_extract_archive
-
             download_and_extract_archive(CIFAR10_BINARY_URL, download_root=str(root), md5=CIFAR10_BINARY_MD5)
             binary = self._binary_folder(root)
         if binary is not None:
@@ -324,7 +320,7 @@ def distort_digits(digits: torch.Tensor, variant: str, params: list[dict]) -> to
     distortion_params): the digit is centred on the canvas, rotated about the centre, scaled and shifted, with
     bilinear sampling (OpenCV's warpAffine: about 10 us a digit, so training can draw fresh distortions on the
     fly); TC patches are pasted afterwards, untransformed."""
-    import cv2
+    import cv2  # local: slow to import, and only the distorted variants need it
 
     side = DISTORTIONS[variant]["canvas"]
     off = (side - 28) // 2

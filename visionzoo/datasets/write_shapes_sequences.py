@@ -44,6 +44,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from visionzoo.datasets.common import read_writer_meta
+from visionzoo.datasets.sequences import read_got10k_sequence
 from visionzoo.datasets.shapes import (
     DEFAULT_SUPERSAMPLE,
     SHAPE_CLASSES,
@@ -556,8 +557,6 @@ def _split_stats(seqs: list) -> dict:
 
 def _write_shapes_sequences(out_dir, counts, frames, size, seed, overwrite, progress) -> tuple[dict, bool]:
     """The writer; returns (per-split statistics, whether anything was written)."""
-    from visionzoo.datasets.sequences import read_got10k_sequence
-
     out = Path(out_dir)
     size = _parse_size(size)
     frames = int(frames)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Sequence, Union
 
 import numpy as np
+import yaml
 from PIL import Image
 
 from visionzoo.datasets.common import DEFAULT_MAX_IMAGE_PIXELS, ImageReadError, open_image_rgb
@@ -34,8 +35,6 @@ ON_CORRUPT = ("error", "skip")
 
 def yolo_class_names(root: Union[str, os.PathLike]) -> list[str]:
     """The class names of a YOLO data set: ``names`` in ``root/data.yaml``, else ``root/classes.txt``."""
-    import yaml
-
     root = Path(root)
     data_yaml = root / "data.yaml"
     if data_yaml.is_file():

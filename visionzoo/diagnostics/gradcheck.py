@@ -17,6 +17,7 @@ How models are made checkable:
 """
 from __future__ import annotations
 
+import difflib
 import importlib
 import math
 import time
@@ -27,6 +28,10 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 from tqdm.auto import tqdm
+
+from visionzoo.diagnostics.common import find_module
+from visionzoo.factory import create_model
+from visionzoo.registry import model_info
 
 try:  # the exception type gradcheck raises (public since torch 1.13)
     from torch.autograd.gradcheck import GradcheckError
@@ -239,8 +244,6 @@ def load_callable(spec: str):
     for part in attr.split("."):
         if not hasattr(obj, part):
             names = [n for n in dir(obj) if not n.startswith("_")]
-            import difflib
-
             close = difflib.get_close_matches(part, names, n=3)
             raise ValueError(f"{spec!r}: {module_name} has no attribute {part!r}"
                              + (f"; did you mean {', '.join(close)}?" if close else ""))
@@ -251,8 +254,6 @@ def load_callable(spec: str):
 def default_input_shapes(model_name: str) -> list[tuple[int, ...]]:
     """Small inputs per task: 32-px images for classifiers and segmenters (divisible by every stride in the zoo),
     the generative model's own image shape, SiamFC's exemplar and search crops at their smallest useful sizes."""
-    from visionzoo.registry import model_info
-
     info = model_info(model_name)
     task = info.get("task")
     if task == "tracking":
@@ -268,9 +269,6 @@ def check_model(name: str, *, input_shapes: Sequence[Sequence[int]] | None = Non
                 params: bool = True, mode: str = "eval", seed: int = 0, fast: bool | None = None,
                 progress: bool = True, **model_kwargs) -> list[GradCheckResult]:
     """Check a registered model (random init; or one of its sub-modules) on small random float64 inputs."""
-    from visionzoo.diagnostics.common import find_module
-    from visionzoo.factory import create_model
-
     model = create_model(name, **model_kwargs)
     label = name
     if submodule:

@@ -22,6 +22,9 @@ from typing import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
+from visionzoo.diagnostics.common import build_setup
+from visionzoo.reports.figures import new_figure
+
 
 @dataclass
 class LRFinderResult:
@@ -143,8 +146,6 @@ def lr_find_config(cfg, *, start_lr: float = 1e-7, end_lr: float = 10.0, steps: 
                    diverge: float = 4.0, device: str | None = None, progress: bool = True) -> LRFinderResult:
     """The range test on a config's task, data, model and optimizer(s). With several optimizers (a GAN's two
     players) every optimizer gets the same lr and the recorded loss is the sum of the phases' losses."""
-    from visionzoo.diagnostics.common import build_setup
-
     setup = build_setup(cfg, device=device, augment=True)
     batches = setup.batches()
     step = 0
@@ -170,8 +171,6 @@ def lr_find_config(cfg, *, start_lr: float = 1e-7, end_lr: float = 10.0, steps: 
 
 
 def lr_figure(result: LRFinderResult, title: str = "Learning-rate range test"):
-    from visionzoo.reports.figures import new_figure
-
     fig = new_figure(7, 4.2)
     ax = fig.add_subplot()
     ax.plot(result.lrs, result.losses, color="#bbbbbb", linewidth=0.8, label="loss")

@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from visionzoo.diagnostics.common import build_setup, subset
+from visionzoo.reports.figures import new_figure
 
 
 @dataclass
@@ -173,8 +174,6 @@ def overfit_check(cfg, *, samples: int = 16, steps: int = 300, batch_size: int |
 
 
 def loss_figure(result: OverfitResult, title: str = "Overfit check"):
-    from visionzoo.reports.figures import new_figure
-
     fig = new_figure(7, 3.6)
     ax = fig.add_subplot()
     steps = list(range(1, len(result.losses) + 1))

@@ -11,11 +11,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
 from visionzoo.diagnostics.common import find_module
+from visionzoo.reports.figures import filter_grid
 
 
 def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
@@ -27,8 +29,6 @@ def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
 
 def first_layer_filters(model: nn.Module) -> tuple[str, np.ndarray, Image.Image]:
     """(layer name, weights (out, in, kh, kw), the filters as one image grid)."""
-    from visionzoo.reports.figures import filter_grid
-
     name, conv = first_conv(model)
     w = conv.weight.detach().float().cpu()
     return name, w.numpy(), filter_grid(w)
@@ -150,8 +150,6 @@ def saliency(model: nn.Module, image: torch.Tensor, target: int | None = None) -
 def heatmap_overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.6) -> Image.Image:
     """`heat` (H, W, any scale) as an inferno-coloured overlay on `image` (resized to the heat map), opaque
     in proportion to the heat."""
-    from matplotlib import colormaps
-
     h = heat / heat.max() if heat.max() > 0 else heat
     colour = (colormaps["inferno"](h)[..., :3] * 255).astype(np.uint8)
     base = np.asarray(image.convert("RGB").resize(h.shape[::-1], Image.BILINEAR)).astype(np.float32)
@@ -161,7 +159,5 @@ def heatmap_overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.6) ->
 
 
 def heat_image(heat: np.ndarray) -> Image.Image:
-    from matplotlib import colormaps
-
     h = heat / heat.max() if heat.max() > 0 else heat
     return Image.fromarray((colormaps["inferno"](h)[..., :3] * 255).astype(np.uint8))

@@ -133,7 +133,7 @@ class JsonlLogger:
         self.tb = None
         if enabled and tensorboard_dir is not None:
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import SummaryWriter  # local: the optional 'tensorboard' extra
             except ImportError as e:
                 raise RuntimeError(
                     "train.tensorboard is true but TensorBoard is not installed: pip install 'visionzoo[tensorboard]'"

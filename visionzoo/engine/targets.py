@@ -8,6 +8,7 @@ from pathlib import Path
 
 from visionzoo.config import ConfigError, load_yaml_with_bases, validate
 from visionzoo.engine.checkpoint import load_checkpoint
+from visionzoo.factory import INIT_ONLY_KWARGS, create_model
 from visionzoo.weights import read_card
 
 
@@ -70,8 +71,6 @@ def apply_eval_options(cfg, *, data: str | None = None, batch_size: int | None =
 def build_target_model(target: EvalTarget, cfg=None):
     """The target's model with its weights: class count from the card's class names, builder keywords from the
     config (`cfg`, default the target's own), minus those that only matter at initialisation."""
-    from visionzoo.factory import INIT_ONLY_KWARGS, create_model
-
     cfg = cfg or target.cfg
     class_names = target.meta.get("class_names")
     return create_model(cfg.model.name, weights=target.weights,

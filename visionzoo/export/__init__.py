@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import sys
 import time
 from pathlib import Path
 
 import torch
+import torchvision
 
 from visionzoo.config import ConfigError
 from visionzoo.export.common import FORMAT_NAMES, FORMATS, ExportError
@@ -52,8 +54,6 @@ __all__ = ["FORMATS", "ExportError", "ExportSpec", "LoadedModel", "build_spec", 
 
 
 def _versions() -> dict:
-    import torchvision
-
     versions = {"torch": torch.__version__, "torchvision": torchvision.__version__}
     for mod in ("onnx", "onnxruntime", "onnxscript"):
         with contextlib.suppress(ImportError):
@@ -62,7 +62,7 @@ def _versions() -> dict:
 
 
 def _onnx_opset(path: Path) -> int | None:
-    import onnx
+    import onnx  # local: the optional 'export' extra (checked by _require_onnx before any export)
 
     model = onnx.load(str(path), load_external_data=False)
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
@@ -77,8 +77,6 @@ def _require_onnx(check: bool, exporter: str) -> None:
 
 
 def _importable(module: str) -> bool:
-    import importlib.util
-
     return importlib.util.find_spec(module) is not None
 
 

@@ -122,7 +122,7 @@ def export_program(spec: ExportSpec, out: Path, *, dynamic_batch: bool) -> dict:
 def _run_saved(fmt: str, path: Path):
     """A function running the saved file on an input tuple and returning numpy outputs."""
     if fmt == "onnx":
-        import onnxruntime as ort
+        import onnxruntime as ort  # local: the optional 'export' extra, needed only to check an ONNX file
 
         options = ort.SessionOptions()
         options.log_severity_level = 3  # the mask paste loop's shape warnings are expected (dynamic N)

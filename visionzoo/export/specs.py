@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from visionzoo.datasets.write_shapes_scenes import make_scene
 from visionzoo.engine.targets import build_target_model, load_target
 from visionzoo.export.common import (
     IMAGENET_MEAN,
@@ -189,8 +190,6 @@ class DecoderExport(nn.Module):
 def _images(n: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
     """Shapes scenes in [0, 1] as check inputs: real image statistics (so trained models give real outputs
     and detectors real boxes), deterministic, rendered in memory."""
-    from visionzoo.datasets.write_shapes_scenes import make_scene
-
     size = max(height, width)
     out = []
     for i in range(n):

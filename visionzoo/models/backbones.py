@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
 
 from visionzoo.registry import get_entry
 from visionzoo.weights import WeightsError, read_state_dict, resolve_weights, strip_prefixes, verify_sha256
@@ -26,8 +27,6 @@ def norm_layer(norm: str):
     statistics and affine terms of a pretrained backbone, fixed), "bn" (BatchNorm2d, trained; needs sizeable
     batches) or "gn" (GroupNorm(32): independent of the batch, so it trains from random initialisation with the
     small batches of detection, as in "Rethinking ImageNet Pre-training", He, Girshick and Dollar 2019)."""
-    from torchvision.ops import FrozenBatchNorm2d
-
     layers = {"frozen_bn": FrozenBatchNorm2d, "bn": nn.BatchNorm2d, "gn": group_norm}
     if norm not in layers:
         raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")

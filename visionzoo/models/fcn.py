@@ -38,6 +38,7 @@ from visionzoo.models.backbones import (
     norm_layer,
 )
 from visionzoo.registry import register_model
+from visionzoo.weights import WeightsError
 
 # VGG16's `features` indices of the pooling layers whose outputs feed the skips (pool3, pool4) and fc6.
 _POOL3, _POOL4, _POOL5 = 16, 23, 30
@@ -144,8 +145,6 @@ class FCNVGG16(nn.Module):
         result = self.load_state_dict(own, strict=False)
         missing = [k for k in result.missing_keys if k.startswith(("features.", "fc6.", "fc7."))]
         if missing or result.unexpected_keys:
-            from visionzoo.weights import WeightsError
-
             raise WeightsError(f"VGG16 weights do not fit the FCN backbone: missing {missing}, "
                                f"unexpected {result.unexpected_keys}")
 

@@ -10,6 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from visionzoo.reports.figures import bar_chart
+from visionzoo.reports.html import HtmlReport
+
 __all__ = ["compare_html", "compare_runs", "format_table"]
 
 
@@ -84,9 +87,6 @@ def compare_html(header: Sequence[str], rows: Sequence[Sequence[Any]], out_path:
                  title: str = "Run comparison") -> Path:
     """Write a small self-contained HTML page with the comparison table and one bar chart per
     numeric column (when there are at least two runs)."""
-    from visionzoo.reports.figures import bar_chart
-    from visionzoo.reports.html import HtmlReport
-
     report = HtmlReport(title, subtitle=f"{len(rows)} run(s)")
     report.add_section("Table")
     report.add_table(None, list(header), [list(r) for r in rows])

@@ -23,6 +23,7 @@ from visionzoo.engine.trainer import select_device
 from visionzoo.features import LayerFeatures
 from visionzoo.profile import count_parameters, gflops
 from visionzoo.retrieval.metrics import retrieval_metrics
+from visionzoo.retrieval.report import build_retrieval_report
 from visionzoo.tasks import get_task
 
 __all__ = ["embed_dataset", "run_retrieval"]
@@ -115,8 +116,6 @@ def run_retrieval(args) -> dict:
     if target.run_dir is not None:
         (target.run_dir / f"retrieval_{query_split}.json").write_text(json.dumps(out, indent=2))
     if args.report:
-        from visionzoo.retrieval.report import build_retrieval_report
-
         report_dir = Path(args.report)
         report_dir.mkdir(parents=True, exist_ok=True)
         (report_dir / "metrics.json").write_text(json.dumps(out, indent=2))
