@@ -133,7 +133,7 @@ def family_check(model_name: str, precision: str, device: torch.device, compile_
     from visionzoo.engine.ema import ModelEma
     from visionzoo.engine.evaluator import autocast_context
     from visionzoo.registry import get_entry
-    from visionzoo.tasks import get_task
+    from visionzoo.tasks import task_for
 
     size, batch_size = FAMILY_MODELS[model_name]
     entry = get_entry(model_name)
@@ -146,16 +146,16 @@ def family_check(model_name: str, precision: str, device: torch.device, compile_
         args = Namespace(model_kwargs={}, weights=None, num_classes=None, device=str(device), precision=precision,
                          channels_last=True, compile=compile_model)
         cfg = bench.benchmark_config(model_name, size, args)
-        task = get_task(cfg.task)
+        task = task_for(cfg)
         if entry.capabilities.generative_kind == "gan" and not weights_file("resnet18").is_file():
             cfg.eval.fid_features = random_fid_extractor()  # the default extractor's file is in weights/
         torch.manual_seed(0)
-        model = task.build_model(cfg, None).to(device).to(memory_format=torch.channels_last)
+        model = task.build_model(None).to(device).to(memory_format=torch.channels_last)
         forward_model = torch.compile(model) if compile_model else model
         ema = ModelEma(model, 0.999)
-        batch = task.synthetic_batch(cfg, batch_size, size, device, train=True)
+        batch = task.synthetic_batch(batch_size, size, device, train=True)
         batch = task.to_device(batch, device, True)
-        step = bench.training_step(task, model, forward_model, batch, cfg, device)
+        step = bench.training_step(task, model, forward_model, batch, device)
         syncs = 0
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -175,10 +175,10 @@ def family_check(model_name: str, precision: str, device: torch.device, compile_
         if not all(torch.isfinite(t).all() for t in ema.module.state_dict().values() if t.is_floating_point()):
             raise RuntimeError("non-finite EMA weights")
         # evaluation, as evaluate.py runs it (the EMA's weights)
-        eval_batch = task.to_device(task.synthetic_batch(cfg, batch_size, size, device, train=False), device, True)
+        eval_batch = task.to_device(task.synthetic_batch(batch_size, size, device, train=False), device, True)
         ema.module.eval()
         with torch.no_grad(), autocast_context(device, cfg.train.amp):
-            outputs = task.eval_outputs(ema.module, eval_batch, cfg)
+            outputs = task.eval_outputs(ema.module, eval_batch)
         detail = f"train+eval ok, {syncs} host-device sync(s) in the training step"
         if entry.task == "detection":
             dtypes = {str(o["boxes"].dtype) for o in outputs}

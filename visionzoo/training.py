@@ -8,7 +8,7 @@ from pathlib import Path
 from visionzoo.diagnostics.stats import LayerStatsHook
 from visionzoo.engine.hooks import BestCheckpoint, EmaHook, HookBase, SignalHook, ValidationLine
 from visionzoo.engine.trainer import Trainer
-from visionzoo.tasks import get_task
+from visionzoo.tasks import task_for
 
 
 def default_hooks(cfg) -> list[HookBase]:
@@ -26,5 +26,5 @@ def default_hooks(cfg) -> list[HookBase]:
 def build_trainer(cfg, run_dir: str | Path, resume: str | Path | None = None, show_progress: bool = True,
                   config_path: str | None = None, hooks: list[HookBase] | None = None) -> Trainer:
     """The config's task and `hooks` (default: default_hooks(cfg)) in a Trainer."""
-    return Trainer(cfg, get_task(cfg.task), run_dir, default_hooks(cfg) if hooks is None else hooks,
+    return Trainer(task_for(cfg), run_dir, default_hooks(cfg) if hooks is None else hooks,
                    resume=resume, show_progress=show_progress, config_path=config_path)
