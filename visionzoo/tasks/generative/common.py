@@ -28,9 +28,6 @@ from visionzoo.tasks.generative.report import build_generative_report, progress_
 PROGRESS_DIR = "progress"  # run_dir/progress/epoch_NNN.png: fixed-noise samples (or reconstructions) per epoch
 BINARIZE = (None, "bernoulli")
 DIGIT_DATASETS = ("mnist", "fashion_mnist")
-# FID/KID feature extractors by (eval.fid_features, device), kept for the process: every task object of a run
-# (training, evaluation, the train-vs-evaluation floor) shares one
-_EXTRACTORS: dict[tuple, object] = {}
 
 
 @dataclass
@@ -226,6 +223,9 @@ class GenerativeTaskBase(Task):
     augment_config = GenerativeAugment
     primary_metric = "loss"
     _HIGHER_IS_BETTER = {"psnr", "psnr_gain", "elbo", "iwae_bound"}
+    # FID/KID feature extractors by (eval.fid_features, device): on the class, so that they are built once per
+    # process, not once per task object
+    _extractors: dict[tuple, object] = {}
 
     def higher_is_better_for(self, metric: str) -> bool:
         return metric in self._HIGHER_IS_BETTER
@@ -279,9 +279,9 @@ class GenerativeTaskBase(Task):
     def feature_extractor(self, device):
         """The FID/KID feature extractor, built once per (spec, device) in a process."""
         key = (self.cfg.eval.fid_features, str(device))
-        if key not in _EXTRACTORS:
-            _EXTRACTORS[key] = build_feature_extractor(self.cfg.eval.fid_features, device=device)
-        return _EXTRACTORS[key]
+        if key not in self._extractors:
+            self._extractors[key] = build_feature_extractor(self.cfg.eval.fid_features, device=device)
+        return self._extractors[key]
 
     def scalar_metrics(self, metrics: dict) -> dict[str, float]:
         return {k: float(v) for k, v in metrics.items()
@@ -296,8 +296,8 @@ class GenerativeTaskBase(Task):
                      run_info, title) -> Path:
         run_dir = (run_info or {}).get("run_dir")
         progress = sorted((Path(run_dir) / PROGRESS_DIR).glob("epoch_*.png")) if run_dir else []
-        return build_generative_report(out_path, title=title, metrics=metrics, dataset=dataset, model=model, cfg=self.cfg,
-                                       log_records=log_records, run_info=run_info, model_summary=model_summary,
+        return build_generative_report(out_path, title=title, metrics=metrics, dataset=dataset, model=model,
+                                       cfg=self.cfg, log_records=log_records, run_info=run_info, model_summary=model_summary,
                                        progress_images=progress)
 
     # ---- benchmarks ---------------------------------------------------------------------------

@@ -12,15 +12,14 @@ from visionzoo.tasks.generative import losses
 from visionzoo.tasks.generative.common import GenerativeTaskBase, noise_generators
 from visionzoo.tasks.generative.metrics import GANAccumulator
 
-# the train-vs-evaluation floor's reference features by data and extractor, kept for the process (as the
-# feature extractors are): each validation of a run needs the same ones
-_TRAINING_FEATURES: dict[tuple, torch.Tensor] = {}
-
 
 class GANTask(GenerativeTaskBase):
     kind = "gan"
     data_range = "symmetric"  # Tanh output
     primary_metric = "fid"
+    # the train-vs-evaluation floor's reference features by data and extractor: on the class, so that they are
+    # computed once per process (as the extractors are), not once per task object
+    _training_features: dict[tuple, torch.Tensor] = {}
 
     def check_eval_dataset(self, dataset, split):
         # fail before training, not at the first validation
@@ -77,15 +76,15 @@ class GANTask(GenerativeTaskBase):
         cfg = self.cfg
         key = (cfg.eval.fid_features, cfg.data.dataset, cfg.data.root, cfg.data.train_split,
                str(sorted(cfg.data.params.items())))
-        if key not in _TRAINING_FEATURES:
+        if key not in self._training_features:
             dataset = self.build_dataset(cfg.data.train_split, train=False)
             extractor = self.feature_extractor("cpu")
             chunks = []
             for start in range(0, len(dataset), batch_size):
                 images = torch.stack([dataset.image(i) for i in range(start, min(start + batch_size, len(dataset)))])
                 chunks.append(extractor(images))
-            _TRAINING_FEATURES[key] = torch.cat(chunks).double()
-        return _TRAINING_FEATURES[key]
+            self._training_features[key] = torch.cat(chunks).double()
+        return self._training_features[key]
 
     def eval_outputs(self, model, batch):
         x, y, seeds, indices = batch
