@@ -43,6 +43,10 @@ class GenerativeTask(GenerativeTaskBase):
 
     KINDS: dict[str, type[GenerativeTaskBase]] = {"autoencoder": AutoencoderTask, "vae": VAETask, "gan": GANTask}
 
+    def __init__(self, cfg):
+        raise TypeError("GenerativeTask is the registry's entry, not a task object: build one with "
+                        "visionzoo.tasks.task_for(cfg) (or GenerativeTask.for_config(cfg))")
+
     @classmethod
     def for_config(cls, cfg) -> GenerativeTaskBase:
         return cls.KINDS[model_kind(cfg)](cfg)
