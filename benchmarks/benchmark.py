@@ -62,7 +62,7 @@ from visionzoo.config import validate  # noqa: E402
 from visionzoo.engine.evaluator import autocast_context  # noqa: E402
 from visionzoo.engine.update import Updater  # noqa: E402
 from visionzoo.registry import get_entry, list_models  # noqa: E402
-from visionzoo.tasks import get_task  # noqa: E402
+from visionzoo.tasks import task_for  # noqa: E402
 
 COLUMNS = ["model", "task", "mode", "device", "precision", "channels_last", "compile", "batch_size", "input_size",
            "steps", "images_per_s", "ms_per_step", "peak_mem_mb", "peak_mem_kind", "params_m", "error"]
@@ -111,7 +111,7 @@ def benchmark_config(name: str, input_size: int, args):
     cfg = validate(raw, where=f"benchmark config of {name}")
     # Phases that update with their own optimizer (a GAN's generator and discriminator) get one over the
     # sub-module of that name, as configs/generative/*gan*.yaml define them.
-    named = sorted({phase.optimizer for phase in get_task(entry.task).update_phases(cfg)} - {"main"})
+    named = sorted({phase.optimizer for phase in task_for(cfg).update_phases()} - {"main"})
     if named:
         raw["optimizers"] = {n: {**optim, "params": n} for n in named}
         cfg = validate(raw, where=f"benchmark config of {name}")
@@ -160,11 +160,11 @@ def measure(name: str, args) -> list[dict]:
             "input_size": size, "steps": args.steps}
     try:
         cfg = benchmark_config(name, size, args)
-        task = get_task(cfg.task)
+        task = task_for(cfg)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark is not False  # synthetic: one input shape
         torch.manual_seed(0)
-        model = task.build_model(cfg, None).to(device)
+        model = task.build_model(None).to(device)
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
         forward_model = torch.compile(model) if cfg.train.compile else model
@@ -176,17 +176,17 @@ def measure(name: str, args) -> list[dict]:
     for mode in modes:
         row = {**base, "mode": mode, "params_m": params_m}
         try:
-            batch = task.synthetic_batch(cfg, args.batch_size, size, device, train=mode == "train")
+            batch = task.synthetic_batch(args.batch_size, size, device, train=mode == "train")
             batch = task.to_device(batch, device, cfg.train.channels_last)
             if mode == "train":
-                step = training_step(task, model, forward_model, batch, cfg, device)
+                step = training_step(task, model, forward_model, batch, device)
             else:
                 model.eval()
 
                 @torch.no_grad()
                 def step(batch=batch):
                     with autocast_context(device, cfg.train.amp):
-                        task.eval_outputs(forward_model, batch, cfg)
+                        task.eval_outputs(forward_model, batch)
             row["peak_mem_kind"] = reset_peak_memory(device)
             times = step_seconds(step, args.steps, device, warmup=args.warmup)
             seconds = sum(times) / len(times)
@@ -203,12 +203,12 @@ def measure(name: str, args) -> list[dict]:
     return rows
 
 
-def training_step(task, model, forward_model, batch, cfg, device):
+def training_step(task, model, forward_model, batch, device):
     """One optimisation step as the trainer takes it (engine/update.py's Updater, without the trainer's logging
     and bookkeeping, and without an lr schedule): every update phase due at this step, each with its optimizer;
     fp16 through a GradScaler."""
     model.train()
-    updater = Updater(cfg, task, model, device)
+    updater = Updater(task, model, device)
     updater.forward_model = forward_model
     counter = {"step": 0}
 

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._families import CONFIGS, FAMILIES, ITEM, existing_data_overrides, write_family_data  # noqa: E402
 from visionzoo.config import load_config  # noqa: E402
 from visionzoo.engine.data import build_loader  # noqa: E402
-from visionzoo.tasks import get_task  # noqa: E402
+from visionzoo.tasks import task_for  # noqa: E402
 
 
 def warmup_batches(cfg, workers: int) -> int:
@@ -64,8 +64,8 @@ def measure_family(family: str, args, tmp: Path) -> list[tuple[int, float]]:
     else:
         overrides = write_family_data(family, tmp / family, items)
     cfg = load_config(config, overrides + [f"data.batch_size={batch}", "data.val_split=null"])
-    task = get_task(cfg.task)
-    dataset = task.build_dataset(cfg, cfg.data.train_split, train=True)
+    task = task_for(cfg)
+    dataset = task.build_dataset(cfg.data.train_split, train=True)
     if len(dataset) < items:
         raise ValueError(f"{cfg.data.root}: the training split has {len(dataset)} items, fewer than the "
                          f"{items} that --batches {args.batches} x batch {batch} and the warm-up batches read")

@@ -56,7 +56,7 @@ from visionzoo.engine import distributed  # noqa: E402
 from visionzoo.engine.ema import ModelEma  # noqa: E402
 from visionzoo.engine.evaluator import autocast_context  # noqa: E402
 from visionzoo.registry import get_entry  # noqa: E402
-from visionzoo.tasks import get_task  # noqa: E402
+from visionzoo.tasks import task_for  # noqa: E402
 from visionzoo.tasks.generative.features import FeatureExtractor  # noqa: E402
 
 GROUPS = ["families", "compile", "torchrun", "tests", "results"]
@@ -149,16 +149,16 @@ def family_check(model_name: str, precision: str, device: torch.device, compile_
         args = Namespace(model_kwargs={}, weights=None, num_classes=None, device=str(device), precision=precision,
                          channels_last=True, compile=compile_model)
         cfg = bench.benchmark_config(model_name, size, args)
-        task = get_task(cfg.task)
+        task = task_for(cfg)
         if entry.capabilities.generative_kind == "gan" and not weights_file("resnet18").is_file():
             cfg.eval.fid_features = random_fid_extractor()  # the default extractor's file is in weights/
         torch.manual_seed(0)
-        model = task.build_model(cfg, None).to(device).to(memory_format=torch.channels_last)
+        model = task.build_model(None).to(device).to(memory_format=torch.channels_last)
         forward_model = torch.compile(model) if compile_model else model
         ema = ModelEma(model, 0.999)
-        batch = task.synthetic_batch(cfg, batch_size, size, device, train=True)
+        batch = task.synthetic_batch(batch_size, size, device, train=True)
         batch = task.to_device(batch, device, True)
-        step = bench.training_step(task, model, forward_model, batch, cfg, device)
+        step = bench.training_step(task, model, forward_model, batch, device)
         syncs = 0
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -178,10 +178,10 @@ def family_check(model_name: str, precision: str, device: torch.device, compile_
         if not all(torch.isfinite(t).all() for t in ema.module.state_dict().values() if t.is_floating_point()):
             raise RuntimeError("non-finite EMA weights")
         # evaluation, as evaluate.py runs it (the EMA's weights)
-        eval_batch = task.to_device(task.synthetic_batch(cfg, batch_size, size, device, train=False), device, True)
+        eval_batch = task.to_device(task.synthetic_batch(batch_size, size, device, train=False), device, True)
         ema.module.eval()
         with torch.no_grad(), autocast_context(device, cfg.train.amp):
-            outputs = task.eval_outputs(ema.module, eval_batch, cfg)
+            outputs = task.eval_outputs(ema.module, eval_batch)
         detail = f"train+eval ok, {syncs} host-device sync(s) in the training step"
         if entry.task == "detection":
             dtypes = {str(o["boxes"].dtype) for o in outputs}

@@ -88,7 +88,7 @@ def compare(config: Path, family: str, args, tmp: Path) -> dict:
     torch.manual_seed(0)
     trainer = build_trainer(cfg, tmp / "runs" / config.stem, show_progress=not args.no_progress)
     task, device = trainer.task, trainer.device
-    updater = Updater(cfg, task, task.build_model(cfg, trainer.train_set).to(device), device)  # no lr schedule
+    updater = Updater(task, task.build_model(trainer.train_set).to(device), device)  # no lr schedule
     loader = DataLoader(trainer.train_set, batch_size=batch, shuffle=True, drop_last=True, num_workers=args.workers,
                         collate_fn=task.collate, persistent_workers=args.workers > 0)
     item = ITEM.get(family, "image")

@@ -40,17 +40,17 @@ def bench_args(**kw) -> argparse.Namespace:
 @pytest.mark.parametrize("name,size", SYNTHETIC_CASES)
 def test_synthetic_batch_goes_through_the_task_code(name, size, one_thread):
     from benchmarks.benchmark import benchmark_config, images_in
-    from visionzoo.tasks import get_task
+    from visionzoo.tasks import task_for
     from visionzoo.tasks.base import model_num_classes
 
     cfg = benchmark_config(name, size, bench_args())
-    task = get_task(cfg.task)
+    task = task_for(cfg)
     torch.manual_seed(0)
-    model = task.build_model(cfg, None)
+    model = task.build_model(None)
 
     # training: every update phase gives a finite loss whose backward reaches the model's parameters
     model.train()
-    batch = task.synthetic_batch(cfg, 2, size, "cpu", train=True)
+    batch = task.synthetic_batch(2, size, "cpu", train=True)
     assert task.batch_size_of(batch) == 2
     if cfg.task == "detection":
         images, targets = batch
@@ -62,20 +62,20 @@ def test_synthetic_batch_goes_through_the_task_code(name, size, one_thread):
             proposals = targets[0]["proposals"]
             assert proposals.shape == (cfg.data.params.get("proposal_top_k_train", 2000), 4)
             assert (proposals[:, 2:] >= proposals[:, :2] + 1).all() and proposals.max() <= size
-    phases = task.update_phases(cfg)
+    phases = task.update_phases()
     assert len(phases) == (2 if name == "dcgan" else 1)
     for phase in phases:
         model.zero_grad(set_to_none=True)
-        losses = task.training_losses(model, batch, phase, cfg)
+        losses = task.training_losses(model, batch, phase)
         assert torch.isfinite(losses["loss"]), losses
         losses["loss"].backward()
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
     # evaluation: what the task's accumulator takes
     model.eval()
-    batch = task.synthetic_batch(cfg, 2, size, "cpu", train=False)
+    batch = task.synthetic_batch(2, size, "cpu", train=False)
     with torch.no_grad():
-        outputs = task.eval_outputs(model, batch, cfg)
+        outputs = task.eval_outputs(model, batch)
     if cfg.task == "classification":
         assert outputs.shape == (2, model_num_classes(cfg))
     elif cfg.task == "detection":
@@ -88,17 +88,17 @@ def test_synthetic_batch_goes_through_the_task_code(name, size, one_thread):
         assert result.pred.shape == (2, 4) and result.gt.shape == (2, 4)
         assert result.pred[0].tolist() == pytest.approx(result.gt[0].tolist())  # frame 0 is the given box
     else:
-        accumulator = task.new_accumulator(cfg, None)
+        accumulator = task.new_accumulator(None)
         assert accumulator is not None and outputs is not None
 
 
 def test_synthetic_batch_of_the_base_task_names_the_task():
     from visionzoo.tasks.base import Task
 
-    task = Task()
+    task = Task(None)
     task.name = "newtask"
     with pytest.raises(NotImplementedError, match="newtask.*visionzoo/tasks/newtask/task.py"):
-        task.synthetic_batch(None, 2, 32, "cpu")
+        task.synthetic_batch(2, 32, "cpu")
 
 
 def test_model_selection_and_failures_reported_in_the_row(one_thread):

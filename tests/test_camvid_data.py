@@ -46,15 +46,15 @@ def test_void_becomes_ignore(root):
 
 def test_engine_builds_camvid(root):
     from visionzoo.config import load_config
-    from visionzoo.tasks import get_task
+    from visionzoo.tasks import task_for
 
     cfg = load_config(ROOT / "configs/segmentation/fcn_r18_camvid.yaml", [f"data.root={root}"])
-    task = get_task(cfg.task)
-    train = task.build_dataset(cfg, "train", train=True)
+    task = task_for(cfg)
+    train = task.build_dataset("train", train=True)
     image, mask = train[0]
     assert len(train) == 367 and image.shape[0] == 3 and mask.shape == image.shape[1:]
-    assert task.split_exists(cfg, "test") and not task.split_exists(cfg, "trainval")
-    test = task.build_dataset(cfg, "test", train=False, class_names=list(CAMVID_CLASSES))
+    assert task.split_exists("test") and not task.split_exists("trainval")
+    test = task.build_dataset("test", train=False, class_names=list(CAMVID_CLASSES))
     assert len(test) == 233
 
 

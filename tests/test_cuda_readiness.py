@@ -5,7 +5,6 @@ agreement (real gloo processes), the per-step host-device syncs of tasks, compil
 the GPU defaults (TF32, cuDNN autotuning, loader workers)."""
 from __future__ import annotations
 
-import copy
 import json
 import os
 import socket
@@ -131,19 +130,19 @@ def test_reconstruction_loss_under_autocast_is_float32(monkeypatch, kind, dtype)
 
 def test_autoencoder_training_step_under_autocast_with_cuda_rules(monkeypatch):
     from visionzoo.config import validate
-    from visionzoo.tasks import get_task
+    from visionzoo.tasks import task_for
 
     cuda_like_bce(monkeypatch)
     cfg = validate({"task": "generative", "model": {"name": "ae_conv", "kwargs": {"image_size": 32, "width": 8}},
                     "data": {"input_size": 32}, "loss": {"recon": "bce"},
                     "train": {"amp": "bf16"}})
-    task = get_task("generative")
+    task = task_for(cfg)
     torch.manual_seed(0)
-    model = task.build_model(cfg, None)
-    batch = task.synthetic_batch(cfg, 2, 32, "cpu")
-    phase = task.update_phases(cfg)[0]
+    model = task.build_model(None)
+    batch = task.synthetic_batch(2, 32, "cpu")
+    phase = task.update_phases()[0]
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        losses = task.training_losses(model, batch, phase, cfg)
+        losses = task.training_losses(model, batch, phase)
     assert losses["loss"].dtype == torch.float32 and torch.isfinite(losses["loss"])
     losses["loss"].backward()
 
@@ -389,11 +388,11 @@ def test_background_agreement_stops_every_rank_at_the_same_step(tmp_path):
 # ---- 7. per-step syncs in tasks, compiled GAN players --------------------------------------------------------
 def test_segmentation_class_weights_are_built_once_per_device():
     from visionzoo.config import validate
-    from visionzoo.tasks import get_task
+    from visionzoo.tasks import task_for
 
     cfg = validate({"task": "segmentation", "model": {"name": "fcn_resnet18", "num_classes": 3},
                     "data": {"input_size": 32}, "loss": {"class_weights": [1.0, 2.0, 0.5]}})
-    task = copy.copy(get_task("segmentation"))
+    task = task_for(cfg)
     torch.manual_seed(0)
     logits = torch.randn(2, 3, 8, 8, requires_grad=True)
     masks = torch.randint(0, 3, (2, 8, 8))
@@ -402,7 +401,7 @@ def test_segmentation_class_weights_are_built_once_per_device():
     def model(images):
         return {"out": logits}
 
-    first = task.training_losses(model, (torch.zeros(2, 3, 8, 8), masks, None), None, cfg)
+    first = task.training_losses(model, (torch.zeros(2, 3, 8, 8), masks, None), None)
     weight = task._class_weights((1.0, 2.0, 0.5), torch.device("cpu"))
     assert task._class_weights((1.0, 2.0, 0.5), torch.device("cpu")) is weight  # no new tensor per step
     expected = F.cross_entropy(logits, masks, weight=torch.tensor([1.0, 2.0, 0.5]), ignore_index=255)
@@ -429,15 +428,15 @@ def test_sint_training_step_runs_without_nonzero(monkeypatch):
     from torch.profiler import ProfilerActivity, profile
 
     from visionzoo.config import validate
-    from visionzoo.tasks import get_task
+    from visionzoo.tasks import task_for
 
     cfg = validate({"task": "tracking", "model": {"name": "sint_resnet18"}})
-    task = get_task("tracking")
+    task = task_for(cfg)
     torch.manual_seed(0)
-    model = task.build_model(cfg, None)
-    batch = task.synthetic_batch(cfg, 2, 64, "cpu")
+    model = task.build_model(None)
+    batch = task.synthetic_batch(2, 64, "cpu")
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        losses = task.training_losses(model, batch, task.update_phases(cfg)[0], cfg)
+        losses = task.training_losses(model, batch, task.update_phases()[0])
     assert "aten::nonzero" not in {e.name for e in prof.events()}
     assert torch.isfinite(losses["cos_pos"]) and torch.isfinite(losses["cos_neg"])
 
@@ -448,7 +447,7 @@ def test_compile_compiles_each_gan_player_in_place(tmp_path, monkeypatch):
 
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda fn, *a, **k: compiled.append(fn) or fn)  # inductor: minutes
-    monkeypatch.setattr(GANTask, "check_eval_dataset", lambda self, cfg, dataset, split: dataset)
+    monkeypatch.setattr(GANTask, "check_eval_dataset", lambda self, dataset, split: dataset)
     cfg = load_config("configs/generative/dcgan_shapes.yaml", [
         "train.compile=true", "train.device=cpu", "data.num_workers=0", "data.params.train_samples=8",
         "data.val_split=null", "data.batch_size=4", "model.kwargs.g_width=8", "model.kwargs.d_width=8", "train.ema.enabled=true"])

@@ -63,8 +63,8 @@ def test_wrong_type_names_key_value_and_type():
 
 def test_split_exists_uses_the_data_sets_fixed_splits():
     cfg = load_config("configs/classification/lenet5_mnist.yaml")
-    task = get_task("classification")
-    assert task.split_exists(cfg, "val") and not task.split_exists(cfg, "dev")
+    task = task_for(cfg)
+    assert task.split_exists("val") and not task.split_exists("dev")
 
 
 def test_models_declare_their_capabilities():
@@ -85,10 +85,11 @@ def test_models_declare_their_capabilities():
     ("dcgan_shapes", GANTask, "fid")])
 def test_generative_config_picks_the_task_class_of_the_models_kind(config, cls, metric):
     cfg = load_config(f"configs/generative/{config}.yaml")
-    assert isinstance(task_for(cfg), cls)
-    task = get_task("generative")
-    assert task.primary_metric_for(cfg) == metric
-    phases = [p.name for p in task.update_phases(cfg)]
+    task = task_for(cfg)
+    assert type(task) is cls and task.cfg is cfg
+    assert type(get_task("generative").for_config(cfg)) is cls  # the registered class picks the kind's class
+    assert task.primary_metric == metric
+    phases = [p.name for p in task.update_phases()]
     assert phases == (["discriminator", "generator"] if cls is GANTask else ["main"])
 
 

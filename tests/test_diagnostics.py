@@ -368,9 +368,9 @@ def test_visualisations_of_the_shipped_classifier(shapes_val):
     assert np.median(ratios) > 1.5 and min(ratios) > 1.1, ratios
     assert np.mean(enrichment) > 1.4, enrichment
 
-    from visionzoo.tasks import get_task
+    from visionzoo.tasks import task_for
 
-    dataset = get_task("classification").build_dataset(cfg, "val", train=False)
+    dataset = task_for(cfg).build_dataset("val", train=False)
     top = vis.top_activating(model, "layer4", 3, dataset, k=4, max_images=64, progress=False)
     assert len(top.indices) == 4 and top.values == sorted(top.values, reverse=True)
     assert all(0 <= i < 64 for i in top.indices)

@@ -12,7 +12,7 @@ import torch
 from tests.helpers import ROOT, read_jsonl, run_script
 from visionzoo.config import load_config
 from visionzoo.engine.data import SeededDataset, sample_seed
-from visionzoo.tasks.generative.task import GenerativeTask
+from visionzoo.tasks import task_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,7 +33,7 @@ def vae_config(root, *overrides):
 
 def test_dynamic_binarisation_is_a_fresh_seeded_draw_per_sample_and_epoch(mnist_root):
     cfg = vae_config(mnist_root, "data.params.train_samples=64")
-    train = GenerativeTask().build_dataset(cfg, "train", train=True)
+    train = task_for(cfg).build_dataset("train", train=True)
     seeded = SeededDataset(train)
     first = seeded[(3, sample_seed(0, 0, 3))][1][0]
     again = seeded[(3, sample_seed(0, 0, 3))][1][0]
@@ -51,11 +51,11 @@ def test_evaluation_binarisation_is_one_fixed_seeded_draw(mnist_root):
     from visionzoo.datasets.binarize import binarize_fixed
     from visionzoo.datasets.digits import MNIST
 
-    task = GenerativeTask()
-    test = task.build_dataset(vae_config(mnist_root), "test", train=False)
-    again = task.build_dataset(vae_config(mnist_root), "test", train=False)
-    other_seed = task.build_dataset(vae_config(mnist_root, "data.params.binarize_seed=1"), "test", train=False)
-    first_100 = task.build_dataset(vae_config(mnist_root, "data.params.eval_samples=100"), "test", train=False)
+    task = task_for(vae_config(mnist_root))
+    test = task.build_dataset("test", train=False)
+    again = task.build_dataset("test", train=False)
+    other_seed = task_for(vae_config(mnist_root, "data.params.binarize_seed=1")).build_dataset("test", train=False)
+    first_100 = task_for(vae_config(mnist_root, "data.params.eval_samples=100")).build_dataset("test", train=False)
     assert len(test) == 10_000 and len(first_100) == 100
     assert torch.equal(test.base.images, again.base.images)
     assert not torch.equal(test.base.images, other_seed.base.images)
@@ -66,19 +66,19 @@ def test_evaluation_binarisation_is_one_fixed_seeded_draw(mnist_root):
     assert set(x.unique().tolist()) == {0.0, 1.0}
     # about as many pixels on as the grey levels' total
     assert abs(test.base.images.float().mean() / raw.float().mean() - 1) < 0.01
-    assert "seed 0" in task.new_accumulator(vae_config(mnist_root), test).binary_data
+    assert "seed 0" in task.new_accumulator(test).binary_data
 
 
 def test_bad_binarisation_settings_are_clear_errors(mnist_root):
-    task = GenerativeTask()
     with pytest.raises(ValueError, match="binarize = 'threshold'"):
-        task.build_dataset(vae_config(mnist_root, "data.params.binarize=threshold"), "test", train=False)
+        task_for(vae_config(mnist_root, "data.params.binarize=threshold")).build_dataset("test", train=False)
     shapes = load_config(CONFIGS / "vae_mlp_shapes.yaml", ["data.params.binarize=bernoulli"])
     with pytest.raises(ValueError, match="data.params.binarize is not a parameter of the generative data set 'shapes'"):
-        task.build_dataset(shapes, "test", train=False)
+        task_for(shapes).build_dataset("test", train=False)
     with pytest.raises(ValueError, match="data.root is required"):
-        task.build_dataset(vae_config(mnist_root, "data.root=null"), "test", train=False)
-    assert task.split_exists(vae_config(mnist_root), "test") and not task.split_exists(vae_config(mnist_root), "dev")
+        task_for(vae_config(mnist_root, "data.root=null")).build_dataset("test", train=False)
+    task = task_for(vae_config(mnist_root))
+    assert task.split_exists("test") and not task.split_exists("dev")
 
 
 def test_gan_evaluation_floors_and_conditional_accuracy():
@@ -111,16 +111,16 @@ def test_conditional_accuracy_uses_the_extractor_classifier_head():
     from visionzoo.factory import create_model
 
     cfg = load_config(CONFIGS / "cdcgan_shapes.yaml", ["data.params.eval_samples=8"])
-    task = GenerativeTask()
+    task = task_for(cfg)
     torch.manual_seed(0)
-    extractor = task.feature_extractor(cfg, "cpu")
+    extractor = task.feature_extractor("cpu")
     assert extractor.head.out_features == 5
     model = create_model("cdcgan", num_classes=5, image_size=32, latent_dim=100, g_width=8, d_width=8).eval()
     x = torch.rand(6, 3, 32, 32) * 2 - 1
     y = torch.tensor([0, 1, 2, 3, 4, 0])
     batch = (x, y, torch.arange(6), torch.arange(6))
     with torch.no_grad():
-        real_f, fake_f, correct = task.eval_outputs(model, batch, cfg)
+        real_f, fake_f, correct = task.eval_outputs(model, batch)
         gens = [torch.Generator().manual_seed(i) for i in range(6)]
         fake = model.generator(torch.stack([torch.randn(100, generator=gen) for gen in gens]), y)
         expected = extractor.head(extractor(fake * 0.5 + 0.5)).argmax(1) == y
@@ -138,14 +138,14 @@ def test_denoising_autoencoder_is_scored_on_extra_corruptions():
             parse_corruption(bad)
     cfg = load_config(CONFIGS / "dae_conv_shapes.yaml",
                       ["model.kwargs.image_size=28", "data.input_size=28", "eval.extra_corruptions=[masking:0.25]"])
-    task = GenerativeTask()
+    task = task_for(cfg)
     model = create_model("dae_conv", image_size=28, latent_dim=8, width=8, corruption="gaussian",
                          noise_std=0.5).eval()
     x = torch.rand(4, 3, 28, 28)
     batch = (x, torch.zeros(4), torch.arange(4), torch.arange(4))
-    accumulator = task.new_accumulator(cfg, None)
+    accumulator = task.new_accumulator(None)
     with torch.no_grad():
-        outputs = task.eval_outputs(model, batch, cfg)
+        outputs = task.eval_outputs(model, batch)
     accumulator.update(batch, outputs, torch.arange(4))
     out = accumulator.compute()
     masked_hat, masked_in = outputs[2]["masking_0.25"]
@@ -155,7 +155,7 @@ def test_denoising_autoencoder_is_scored_on_extra_corruptions():
     assert out["psnr_gain_masking_0.25"] == pytest.approx(out["psnr_masking_0.25"] - out["psnr_corrupted_masking_0.25"])
     ae = load_config(CONFIGS / "ae_conv_shapes.yaml", ["eval.extra_corruptions=[masking:0.25]"])
     with pytest.raises(ValueError, match="for denoising autoencoders"):
-        task.new_accumulator(ae, None)
+        task_for(ae).new_accumulator(None)
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from visionzoo.config import load_config
-from visionzoo.tasks import get_task
+from visionzoo.tasks import task_for
 from visionzoo.tasks.generative.report import build_generative_report, progress_grid, slerp
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,10 +59,10 @@ def _setup(name: str, *overrides: str):
     samples = 520 if name.endswith("gan") else 40
     cfg = load_config(ROOT / "configs" / "generative" / f"{name}_shapes.yaml",
                       [f"data.params.eval_samples={samples}", *SMALL[name], *overrides])
-    task = get_task("generative")
-    dataset = task.build_dataset(cfg, "val", train=False)
+    task = task_for(cfg)
+    dataset = task.build_dataset("val", train=False)
     torch.manual_seed(0)
-    model = task.build_model(cfg, dataset).eval()
+    model = task.build_model(dataset).eval()
     return cfg, dataset, model
 
 

@@ -95,7 +95,7 @@ def test_fast_rcnn_with_a_proposals_file(tmp_path, scenes_root):
     """Proposals as data (detectron2's layout): the ground-truth boxes, slightly shifted, as proposals."""
     from visionzoo.datasets.coco import CocoDetection
     from visionzoo.proposals import write_proposals_file
-    from visionzoo.tasks import get_task
+    from visionzoo.tasks import task_for
 
     ds = CocoDetection(scenes_root / "images/train", scenes_root / "annotations/instances_train.json")
     ids, boxes, scores = [], [], []
@@ -108,16 +108,16 @@ def test_fast_rcnn_with_a_proposals_file(tmp_path, scenes_root):
     cfg = load_config(write_config(tmp_path / "cfg.yaml", scenes_root, "fast_rcnn_resnet18_fpn", TINY_FAST,
                                    data={"params": {"proposals": f"{tmp_path}/props_{{split}}.npz",
                                                     "proposal_top_k_train": 2}}))
-    task = get_task("detection")
-    train = task.build_dataset(cfg, "train", train=True)
+    task = task_for(cfg)
+    train = task.build_dataset("train", train=True)
     image, target = train[0]
     assert target["proposals"].shape[0] <= 2 and target["proposals"].shape[1] == 4
-    model = task.build_model(cfg, train)
+    model = task.build_model(train)
     batch = task.to_device(task.collate([train[0], train[1]]), torch.device("cpu"), False)
-    losses = task.training_losses(model, batch, None, cfg)
+    losses = task.training_losses(model, batch, None)
     assert torch.isfinite(losses["loss"]) and set(losses) == {"loss", "loss_classifier", "loss_box_reg"}
     with pytest.raises(FileNotFoundError):
-        task.build_dataset(cfg, "val", train=False)  # no props_val.npz
+        task.build_dataset("val", train=False)  # no props_val.npz
 
 
 def test_task_evaluation_matches_plain_pycocotools(scenes_root):
@@ -127,12 +127,12 @@ def test_task_evaluation_matches_plain_pycocotools(scenes_root):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    from visionzoo.tasks import get_task
+    from visionzoo.tasks import task_for
 
     cfg = load_config(write_config(scenes_root / "eval_cfg.yaml", scenes_root, "mask_rcnn_resnet18_fpn", TINY_MODEL))
-    task = get_task("detection")
-    ds = task.build_dataset(cfg, "val", train=False)
-    acc = task.new_accumulator(cfg, ds)
+    task = task_for(cfg)
+    ds = task.build_dataset("val", train=False)
+    acc = task.new_accumulator(ds)
     rng = np.random.default_rng(0)
     results = []
     for i in range(len(ds)):
@@ -168,7 +168,7 @@ def test_task_evaluation_matches_plain_pycocotools(scenes_root):
 
 def test_voc_data_trains_and_reports_voc07(tmp_path):
     """A Pascal VOC folder (XML with a difficult object) through the task, with VOC07 AP50 enabled."""
-    from visionzoo.tasks import get_task
+    from visionzoo.tasks import task_for
 
     root = tmp_path / "VOC2007"
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
@@ -191,12 +191,12 @@ def test_voc_data_trains_and_reports_voc07(tmp_path):
     write_config(cfg, tmp_path, "faster_rcnn_resnet18_fpn", TINY_MODEL, extra="eval: {voc07: true}\n",
                  data={"dataset": "voc", "params": {"year": 2007}, "test_split": None})
     c = load_config(cfg)
-    task = get_task("detection")
-    assert task.split_exists(c, "val") and not task.split_exists(c, "test")
-    train = task.build_dataset(c, "train", train=True)
+    task = task_for(c)
+    assert task.split_exists("val") and not task.split_exists("test")
+    train = task.build_dataset("train", train=True)
     assert len(train.classes) == 21
-    val = task.build_dataset(c, "val", train=False, class_names=train.classes)
-    acc = task.new_accumulator(c, val)
+    val = task.build_dataset("val", train=False, class_names=train.classes)
+    acc = task.new_accumulator(val)
     car = train.classes.index("car")
     for i in range(len(val)):
         acc.update(None, [{"boxes": torch.tensor([[13.0, 11, 40, 30]]), "labels": torch.tensor([car]),
@@ -208,40 +208,40 @@ def test_voc_data_trains_and_reports_voc07(tmp_path):
 
 
 def test_bad_detection_config_values_are_named(tmp_path, scenes_root):
-    from visionzoo.tasks import get_task
+    from visionzoo.tasks import task_for
 
-    task = get_task("detection")
     cfg = load_config(write_config(tmp_path / "a.yaml", scenes_root, "faster_rcnn_resnet18_fpn", TINY_MODEL,
                                    data={"params": {"ann_fle": "x.json"}}))
     with pytest.raises(ValueError, match="data.params.ann_fle.*did you mean 'ann_file'"):
-        task.build_dataset(cfg, "train", train=True)
+        task_for(cfg).build_dataset("train", train=True)
     cfg = load_config(write_config(tmp_path / "b.yaml", scenes_root, "faster_rcnn_resnet18_fpn", TINY_MODEL,
                                    data={"dataset": "imagenet"}))
     with pytest.raises(ValueError, match="'imagenet' is not a detection dataset"):
-        task.build_dataset(cfg, "train", train=True)
+        task_for(cfg).build_dataset("train", train=True)
     cfg = load_config(write_config(tmp_path / "c.yaml", scenes_root, "faster_rcnn_resnet18_fpn", TINY_MODEL,
                                    extra="loss: {weights: {loss_mask: 2.0}}"))
-    train = task.build_dataset(cfg, "train", train=True)
-    model = task.build_model(cfg, train)
+    task = task_for(cfg)
+    train = task.build_dataset("train", train=True)
+    model = task.build_model(train)
     batch = task.to_device(task.collate([train[0], train[1]]), torch.device("cpu"), False)
     with pytest.raises(ValueError, match="loss.weights names \\['loss_mask'\\]"):
-        task.training_losses(model, batch, None, cfg)
+        task.training_losses(model, batch, None)
     with pytest.raises(ValueError, match="trained on"):
-        task.build_dataset(cfg, "val", train=False, class_names=["__background__", "cat"])
+        task.build_dataset("val", train=False, class_names=["__background__", "cat"])
 
 
 def test_loss_weights_scale_the_total(tmp_path, scenes_root):
-    from visionzoo.tasks import get_task
+    from visionzoo.tasks import task_for
 
-    task = get_task("detection")
     cfg = load_config(write_config(tmp_path / "w.yaml", scenes_root, "faster_rcnn_resnet18_fpn", TINY_MODEL,
                                    extra="loss: {weights: {loss_classifier: 3.0, loss_objectness: 0.0}}"))
-    train = task.build_dataset(cfg, "train", train=False)
+    task = task_for(cfg)
+    train = task.build_dataset("train", train=False)
     torch.manual_seed(0)
-    model = task.build_model(cfg, train)
+    model = task.build_model(train)
     batch = task.to_device(task.collate([train[0], train[1]]), torch.device("cpu"), False)
     torch.manual_seed(1)
-    losses = task.training_losses(model, batch, None, cfg)
+    losses = task.training_losses(model, batch, None)
     expected = 3 * losses["loss_classifier"] + losses["loss_box_reg"] + losses["loss_rpn_box_reg"]
     assert float(losses["loss"]) == pytest.approx(float(expected), rel=1e-5)
 

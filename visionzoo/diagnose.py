@@ -38,7 +38,7 @@ from visionzoo.diagnostics.stats import ActivationStats
 from visionzoo.engine.targets import build_target_model, load_target
 from visionzoo.registry import list_models
 from visionzoo.reports.html import HtmlReport
-from visionzoo.tasks import get_task
+from visionzoo.tasks import task_for
 from visionzoo.tasks.classification.task import build_transforms
 
 COMMANDS = ("lr-find", "overfit", "gradcheck", "stats", "visualize")
@@ -275,7 +275,7 @@ def cmd_visualize(args) -> int:
     cfg = target.cfg
     if args.data:
         cfg.data.root = args.data
-    task = get_task(cfg.task)
+    task = task_for(cfg)
     class_names = target.meta.get("class_names")
     model = build_target_model(target, cfg)
     model = model.float().to(args.device).eval()
@@ -340,7 +340,7 @@ def cmd_visualize(args) -> int:
 
     dataset = None
     try:
-        dataset = task.build_dataset(cfg, args.split, train=False, class_names=class_names)
+        dataset = task.build_dataset(args.split, train=False, class_names=class_names)
     except (FileNotFoundError, ValueError) as e:
         report.add_section("Top-activating images")
         report.add_note(f"no dataset to search ({e}); pass --data ROOT")

@@ -16,7 +16,7 @@ from visionzoo.engine.hooks import (
     ValidationLine,
 )
 from visionzoo.engine.trainer import Trainer
-from visionzoo.tasks import get_task
+from visionzoo.tasks import task_for
 
 
 def default_hooks(cfg, show_progress: bool = True) -> list[HookBase]:
@@ -38,5 +38,5 @@ def default_hooks(cfg, show_progress: bool = True) -> list[HookBase]:
 def build_trainer(cfg, run_dir: str | Path, resume: str | Path | None = None, show_progress: bool = True,
                   config_path: str | None = None, hooks: list[HookBase] | None = None) -> Trainer:
     """The config's task and `hooks` (default: default_hooks(cfg, show_progress)) in a Trainer."""
-    return Trainer(cfg, get_task(cfg.task), run_dir, default_hooks(cfg, show_progress) if hooks is None else hooks,
+    return Trainer(task_for(cfg), run_dir, default_hooks(cfg, show_progress) if hooks is None else hooks,
                    resume=resume, config_path=config_path)

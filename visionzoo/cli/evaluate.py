@@ -38,7 +38,7 @@ from visionzoo.engine.targets import (
 from visionzoo.profile import count_parameters, gflops
 from visionzoo.reports.compare import compare_runs, format_table
 from visionzoo.retrieval.runner import run_retrieval
-from visionzoo.tasks import get_task
+from visionzoo.tasks import task_for
 
 
 def parse_args(argv=None):
@@ -90,18 +90,18 @@ def run_evaluation(args) -> dict:
         if args.eval_config:
             data["eval"] = deep_merge(data.get("eval") or {}, load_yaml_with_bases(find_config(args.eval_config)).get("eval") or {})
         cfg = validate(apply_overrides(data, list(args.overrides)), where=args.eval_config or "overrides")
-    task = get_task(cfg.task)
+    task = task_for(cfg)
     apply_eval_options(cfg, data=args.data, batch_size=args.batch_size, workers=args.workers, device=args.device)
     info, device = distributed.init_from_env(cfg.train.device)
-    split = pick_split(cfg, task, args.split)
+    split = pick_split(task, args.split)
     class_names = target.meta.get("class_names")
-    dataset = task.build_dataset(cfg, split, train=False, class_names=class_names)
+    dataset = task.build_dataset(split, train=False, class_names=class_names)
     model = build_target_model(target, cfg).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    loader = make_eval_loader(task, cfg, dataset, device, info.rank, info.world_size)
+    loader = make_eval_loader(task, dataset, device, info.rank, info.world_size)
     start = time.time()
-    metrics, accumulator, skipped = evaluate(task, model, loader, cfg, device, desc=f"evaluate {split}",
+    metrics, accumulator, skipped = evaluate(task, model, loader, device, desc=f"evaluate {split}",
                                              show_progress=not args.no_progress and info.is_main)
     seconds = time.time() - start
     if not info.is_main:  # every rank holds the reduced metrics; rank 0 writes them
@@ -139,7 +139,7 @@ def run_evaluation(args) -> dict:
                     "run_dir": str(target.run_dir) if target.run_dir is not None else None}
         report = task.write_report(
             out / "report.html", metrics=metrics, dataset=dataset, accumulator=accumulator, model=model.cpu(),
-            model_summary=summary, log_records=log_records, run_info=run_info, cfg=cfg,
+            model_summary=summary, log_records=log_records, run_info=run_info,
             title=f"{cfg.model.name} on {Path(cfg.data.root).name if cfg.data.root else cfg.data.dataset} ({split})")
         print(f"report: {report}")
     return result

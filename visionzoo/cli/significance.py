@@ -18,7 +18,7 @@ import torch
 from visionzoo.engine.evaluator import autocast_context, make_eval_loader
 from visionzoo.engine.targets import apply_eval_options, build_target_model, load_target, pick_split
 from visionzoo.engine.trainer import select_device
-from visionzoo.tasks import get_task
+from visionzoo.tasks import task_for
 from visionzoo.tasks.classification.significance import discordant, mcnemar_exact
 
 
@@ -28,16 +28,16 @@ def correct_predictions(target: str, split: str | None = None, data: str | None 
     """Whether the target's top-1 prediction is right, image by image, in dataset order; and the split used."""
     t = load_target(target)
     cfg = apply_eval_options(t.cfg, data=data, device=device)
-    task = get_task(cfg.task)
+    task = task_for(cfg)
     if task.name != "classification":
         raise ValueError(f"{target}: McNemar's test compares classifiers, this is a {task.name} model")
-    split = pick_split(cfg, task, split)
+    split = pick_split(task, split)
     dev = select_device(cfg.train.device)
     model = build_target_model(t, cfg).to(dev).eval()
-    dataset = task.build_dataset(cfg, split, train=False, class_names=t.meta.get("class_names"))
+    dataset = task.build_dataset(split, train=False, class_names=t.meta.get("class_names"))
     right = torch.zeros(len(dataset), dtype=torch.bool)
     seen = torch.zeros(len(dataset), dtype=torch.bool)
-    for batch, _, indices in make_eval_loader(task, cfg, dataset, dev):
+    for batch, _, indices in make_eval_loader(task, dataset, dev):
         if batch is None:
             continue
         images, labels = task.to_device(batch, dev, False)

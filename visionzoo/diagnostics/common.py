@@ -15,7 +15,7 @@ from torch.utils.data import Dataset, Subset
 from visionzoo.engine.data import build_loader
 from visionzoo.engine.distributed import select_device
 from visionzoo.engine.update import Updater
-from visionzoo.tasks import get_task
+from visionzoo.tasks import task_for
 from visionzoo.tasks.base import Task
 
 
@@ -132,15 +132,15 @@ class TrainingSetup:
 
 def build_setup(cfg, device: str | None = None, augment: bool = True) -> TrainingSetup:
     """Everything a short training run of `cfg` needs, built through the config's Task."""
-    task = get_task(cfg.task)
+    task = task_for(cfg)
     notes = [] if augment else [f"augmentation off: {', '.join(disable_augmentation(cfg)) or 'nothing to turn off'}"]
     torch.manual_seed(cfg.train.seed)
     dev = select_device(device or cfg.train.device)
-    train_set = task.build_dataset(cfg, cfg.data.train_split, train=True)
-    model = task.build_model(cfg, train_set).to(dev)
+    train_set = task.build_dataset(cfg.data.train_split, train=True)
+    model = task.build_model(train_set).to(dev)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return TrainingSetup(cfg, task, dev, train_set, model, Updater(cfg, task, model, dev, accumulate=1), notes)
+    return TrainingSetup(cfg, task, dev, train_set, model, Updater(task, model, dev, accumulate=1), notes)
 
 
 def subset(dataset: Dataset, k: int, seed: int = 0) -> Subset:

@@ -16,7 +16,9 @@ def autocast_context(device: torch.device, amp: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def make_eval_loader(task, cfg, dataset, device: torch.device, rank: int = 0, world_size: int = 1):
+def make_eval_loader(task, dataset, device: torch.device, rank: int = 0, world_size: int = 1):
+    """The evaluation loader of `dataset` under the task's config (its batch size, workers, seed)."""
+    cfg = task.cfg
     return build_loader(
         dataset,
         batch_size=cfg.data.eval_batch_size or cfg.data.batch_size,
@@ -33,11 +35,12 @@ def make_eval_loader(task, cfg, dataset, device: torch.device, rank: int = 0, wo
 
 
 @torch.no_grad()
-def evaluate(task, model, loader, cfg, device: torch.device, desc: str = "eval", show_progress: bool = True):
+def evaluate(task, model, loader, device: torch.device, desc: str = "eval", show_progress: bool = True):
     """Run `model` over `loader` and return (metrics dict, accumulator, skipped samples)."""
+    cfg = task.cfg
     was_training = model.training
     model.eval()
-    accumulator = task.new_accumulator(cfg, loader.dataset.dataset)
+    accumulator = task.new_accumulator(loader.dataset.dataset)
     skipped_all = []
     for batch, skipped, indices in progress_bar(loader, desc=desc, leave=False, disable=not show_progress):
         skipped_all.extend(skipped)
@@ -45,7 +48,7 @@ def evaluate(task, model, loader, cfg, device: torch.device, desc: str = "eval",
             continue
         batch = task.to_device(batch, device, cfg.train.channels_last)
         with autocast_context(device, cfg.train.amp):
-            outputs = task.eval_outputs(model, batch, cfg)
+            outputs = task.eval_outputs(model, batch)
         accumulator.update(batch, outputs, indices)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         accumulator.synchronize()

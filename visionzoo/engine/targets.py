@@ -78,11 +78,11 @@ def build_target_model(target: EvalTarget, cfg=None):
                         **{k: v for k, v in cfg.model.kwargs.items() if k not in INIT_ONLY_KWARGS})
 
 
-def pick_split(cfg, task, requested: str | None) -> str:
-    """`requested`, else the config's test split if it exists, else its val split."""
+def pick_split(task, requested: str | None) -> str:
+    """`requested`, else the task's config's test split if it exists, else its val split."""
     if requested:
         return requested
-    for split in (cfg.data.test_split, cfg.data.val_split):
-        if split and task.split_exists(cfg, split):
+    for split in (task.cfg.data.test_split, task.cfg.data.val_split):
+        if split and task.split_exists(split):
             return split
     raise ConfigError("no evaluation split: the config names no test/val split that exists; pass --split")

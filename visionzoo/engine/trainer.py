@@ -82,8 +82,10 @@ class LossMeter:
 
 
 class Trainer:
-    def __init__(self, cfg, task, run_dir: str | Path, hooks: list[HookBase] = (), resume: str | Path | None = None,
+    def __init__(self, task, run_dir: str | Path, hooks: list[HookBase] = (), resume: str | Path | None = None,
                  config_path: str | None = None):
+        """`task`: the Task object built for the run's config (visionzoo.tasks.task_for), which holds it."""
+        cfg = task.cfg
         self.cfg, self.task, self.run_dir, self.config_path = cfg, task, Path(run_dir), config_path
         self.device = select_device(cfg.train.device)
         dist_info = distributed.current()
@@ -93,14 +95,14 @@ class Trainer:
         self.backend_settings = configure_backends(cfg, self.device, task)  # TF32, cuDNN autotuning
         self._build_data()
         self.model = self._build_model()
-        self.updater = Updater(cfg, task, self.model, self.device, self.steps_per_epoch // cfg.train.accumulate,
+        self.updater = Updater(task, self.model, self.device, self.steps_per_epoch // cfg.train.accumulate,
                                cfg.train.epochs)
         self.updater.distribute(self.world_size)
         self._seed_rank_stream(0)
 
         self.pos = Position()
         self.best: dict | None = None  # BestCheckpoint keeps it; checkpoints carry it
-        self.best_metric = cfg.train.best_metric or task.primary_metric_for(cfg)
+        self.best_metric = cfg.train.best_metric or task.primary_metric
         self.stop_signal: int | None = None  # set by SignalHook
         self.stopping_now = False  # a second signal arrived
         self.skipped_this_epoch: list = []
@@ -122,12 +124,11 @@ class Trainer:
 
     def _build_data(self) -> None:
         cfg, task = self.cfg, self.task
-        self.train_set = task.build_dataset(cfg, cfg.data.train_split, train=True)
-        self.meta = task.model_meta(cfg, self.train_set)
+        self.train_set = task.build_dataset(cfg.data.train_split, train=True)
+        self.meta = task.model_meta(self.train_set)
         self.val_set = None
         if cfg.data.val_split:
-            self.val_set = task.build_dataset(cfg, cfg.data.val_split, train=False,
-                                              class_names=self.meta.get("class_names"))
+            self.val_set = task.build_dataset(cfg.data.val_split, train=False, class_names=self.meta.get("class_names"))
         self.train_loader = build_loader(
             self.train_set, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True, seed=cfg.train.seed,
             num_workers=cfg.data.num_workers, collate=task.collate, pin_memory=self.device.type == "cuda",
@@ -136,14 +137,14 @@ class Trainer:
             raise ValueError(f"data.batch_size = {cfg.data.batch_size} is larger than the training set "
                              f"({len(self.train_set)} samples): no full batch to train on")
         self.val_loader = None if self.val_set is None else make_eval_loader(
-            task, cfg, self.val_set, self.device, self.rank, self.world_size)
+            task, self.val_set, self.device, self.rank, self.world_size)
         self.steps_per_epoch = len(self.train_loader)
         if cfg.train.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.train.max_steps_per_epoch)
 
     def _build_model(self) -> torch.nn.Module:
         cfg = self.cfg
-        model = self.task.build_model(cfg, self.train_set).to(self.device)
+        model = self.task.build_model(self.train_set).to(self.device)
         if cfg.train.sync_batchnorm and self.world_size > 1:
             if self.device.type != "cuda":
                 raise ValueError("train.sync_batchnorm = true needs CUDA devices: PyTorch's SyncBatchNorm does "
@@ -303,12 +304,12 @@ class Trainer:
         model = self.eval_model
         was_training = model.training
         model.eval()
-        self.task.after_epoch(model, self.cfg, self.pos.epoch + 1, self.run_dir, self.val_set or self.train_set)
+        self.task.after_epoch(model, self.pos.epoch + 1, self.run_dir, self.val_set or self.train_set)
         model.train(was_training)
 
     def validate(self) -> dict:
         self._sync_buffers()
-        metrics, _, _ = evaluate(self.task, self.eval_model, self.val_loader, self.cfg, self.device,
+        metrics, _, _ = evaluate(self.task, self.eval_model, self.val_loader, self.device,
                                  desc="validate", show_progress=self.show_progress and self.is_main)
         scalars = self.task.scalar_metrics(metrics)
         for message in metrics.get("warnings") or []:  # e.g. a GAN whose samples collapsed

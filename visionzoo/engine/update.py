@@ -53,19 +53,21 @@ def total_loss(losses: dict[str, torch.Tensor], phases: list) -> dict[str, torch
 
 
 class Updater:
-    """Optimizers, schedules, update phases, grad scaler and precision of `cfg` for `model`, and `update()`.
+    """Optimizers, schedules, update phases, grad scaler and precision of the task's config for `model`, and
+    `update()`.
 
     `updates_per_epoch` and `epochs` give the lr schedules their grid; without them (a diagnostic that sets
     the lr itself) there are no schedulers. `accumulate` defaults to cfg.train.accumulate."""
 
-    def __init__(self, cfg, task, model: nn.Module, device: torch.device, updates_per_epoch: int | None = None,
+    def __init__(self, task, model: nn.Module, device: torch.device, updates_per_epoch: int | None = None,
                  epochs: int | None = None, accumulate: int | None = None):
+        cfg = task.cfg
         self.cfg, self.task, self.model, self.device = cfg, task, model, device
         self.forward_model: nn.Module = model  # what the task calls: the model, its DDP wrapper or compiled form
         self.ddp = None  # the DistributedDataParallel wrapper, when the task's updates allow one
         self.world_size = 1
         self.accumulate = cfg.train.accumulate if accumulate is None else accumulate
-        self.phases = task.update_phases(cfg)
+        self.phases = task.update_phases()
         self.optimizers = build_optimizers(model, cfg)
         for phase in self.phases:
             if phase.optimizer not in self.optimizers:
@@ -87,7 +89,7 @@ class Updater:
         self.world_size = world_size
         cfg, model = self.cfg, self.model
         if world_size > 1:
-            if self.task.one_forward_per_update(cfg) and len(self.phases) == 1:
+            if self.task.one_forward_per_update() and len(self.phases) == 1:
                 self.ddp = torch.nn.parallel.DistributedDataParallel(
                     model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                     find_unused_parameters=cfg.train.find_unused_parameters)
@@ -131,7 +133,7 @@ class Updater:
             sync = contextlib.nullcontext() if self.ddp is None or window_end else self.ddp.no_sync()
             with sync:
                 with autocast_context(self.device, cfg.train.amp):
-                    losses = self.task.training_losses(self.forward_model, batch, phase, cfg)
+                    losses = self.task.training_losses(self.forward_model, batch, phase)
                 if "loss" not in losses:
                     raise KeyError(f"task {self.task.name!r} returned no 'loss' term for phase {phase.name!r}")
                 self.scaler.scale(losses["loss"] / accumulate).backward()

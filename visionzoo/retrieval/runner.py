@@ -24,23 +24,23 @@ from visionzoo.features import LayerFeatures
 from visionzoo.profile import count_parameters, gflops
 from visionzoo.retrieval.metrics import retrieval_metrics
 from visionzoo.retrieval.report import build_retrieval_report
-from visionzoo.tasks import get_task
+from visionzoo.tasks import task_for
 
 __all__ = ["embed_dataset", "run_retrieval"]
 
 
 @torch.no_grad()
-def embed_dataset(features: LayerFeatures, task, cfg, dataset, device, desc: str, show_progress: bool = True):
+def embed_dataset(features: LayerFeatures, task, dataset, device, desc: str, show_progress: bool = True):
     """(features (N, D), labels (N,), dataset indices (N,), skipped samples) of a classification dataset,
     through the engine's evaluation loader (so unreadable files are skipped or reported as in evaluate)."""
-    loader = make_eval_loader(task, cfg, dataset, device)
+    loader = make_eval_loader(task, dataset, device)
     feats, labels, indices, skipped = [], [], [], []
     for batch, batch_skipped, batch_indices in tqdm(loader, desc=desc, leave=False, dynamic_ncols=True,
                                                     disable=not show_progress):
         skipped.extend(batch_skipped)
         if batch is None:
             continue
-        images, targets = task.to_device(batch, device, cfg.train.channels_last)
+        images, targets = task.to_device(batch, device, task.cfg.train.channels_last)
         feats.append(features(images).cpu())
         labels.append(targets.cpu())
         indices.extend(batch_indices)
@@ -49,9 +49,9 @@ def embed_dataset(features: LayerFeatures, task, cfg, dataset, device, desc: str
     return torch.cat(feats), torch.cat(labels), indices, skipped
 
 
-def _split_or_error(task, cfg, split: str, option: str) -> str:
-    if not task.split_exists(cfg, split):
-        raise FileNotFoundError(f"split folder {Path(cfg.data.root) / split} not found; choose another with {option}")
+def _split_or_error(task, split: str, option: str) -> str:
+    if not task.split_exists(split):
+        raise FileNotFoundError(f"split folder {Path(task.cfg.data.root) / split} not found; choose another with {option}")
     return split
 
 
@@ -67,17 +67,17 @@ def run_retrieval(args) -> dict:
     if cfg.task != "classification":
         raise ConfigError(f"--retrieval needs a classifier trained on labelled images (an ImageFolder-style "
                           f"dataset); {args.target} is a {cfg.task} model")
-    task = get_task(cfg.task)
+    task = task_for(cfg)
     apply_eval_options(cfg, data=args.data, batch_size=args.batch_size, workers=args.workers, device=args.device)
     device = select_device(cfg.train.device)
 
-    query_split = _split_or_error(task, cfg, pick_split(cfg, task, args.split), "--split")
-    gallery_split = _split_or_error(task, cfg, args.gallery_split or cfg.data.train_split, "--gallery-split")
+    query_split = _split_or_error(task, pick_split(task, args.split), "--split")
+    gallery_split = _split_or_error(task, args.gallery_split or cfg.data.train_split, "--gallery-split")
 
     class_names = target.meta.get("class_names")
-    gallery = task.build_dataset(cfg, gallery_split, train=False, class_names=class_names)
+    gallery = task.build_dataset(gallery_split, train=False, class_names=class_names)
     same = gallery_split == query_split
-    queries = gallery if same else task.build_dataset(cfg, query_split, train=False, class_names=class_names)
+    queries = gallery if same else task.build_dataset(query_split, train=False, class_names=class_names)
     model = build_target_model(target, cfg).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -86,12 +86,12 @@ def run_retrieval(args) -> dict:
 
     start = time.time()
     show = not args.no_progress
-    g_feats, g_labels, g_index, g_skipped = embed_dataset(features, task, cfg, gallery, device,
+    g_feats, g_labels, g_index, g_skipped = embed_dataset(features, task, gallery, device,
                                                           f"features {gallery_split} (gallery)", show)
     if same:
         q_feats, q_labels, q_index, q_skipped = g_feats, g_labels, g_index, []
     else:
-        q_feats, q_labels, q_index, q_skipped = embed_dataset(features, task, cfg, queries, device,
+        q_feats, q_labels, q_index, q_skipped = embed_dataset(features, task, queries, device,
                                                               f"features {query_split} (queries)", show)
     embed_seconds = time.time() - start
     names = list(gallery.classes)

@@ -86,28 +86,36 @@ class Accumulator:
 
 
 class Task:
+    """A task bound to one config (`self.cfg`): `task_for(cfg)` builds it. What needs no config (`name`, the
+    config sections' dataclasses, `primary_metric`, `higher_is_better`) is readable on the class, which is what
+    `get_task(name)` returns."""
+
     name: str = ""
     loss_config: type = EmptySection
     eval_config: type = EmptySection
     augment_config: type = EmptySection
-    primary_metric: str = "loss"
+    primary_metric: str = "loss"  # picks the best checkpoint when train.best_metric is not set
     higher_is_better: bool = False
 
-    # ---- data -------------------------------------------------------------------------------
-    def for_config(self, cfg) -> Task:
-        """The task object that handles `cfg`: itself, except for a task that is several (generative: one class
-        per kind of model, chosen by the model's declared capabilities)."""
-        return self
+    def __init__(self, cfg):
+        self.cfg = cfg
 
-    def build_dataset(self, cfg, split: str, train: bool, class_names: list[str] | None = None) -> Dataset:
+    @classmethod
+    def for_config(cls, cfg) -> Task:
+        """The task object for `cfg`: an instance of this class, except for a task that is several (generative:
+        one class per kind of model, chosen by the model's declared capabilities)."""
+        return cls(cfg)
+
+    # ---- data -------------------------------------------------------------------------------
+    def build_dataset(self, split: str, train: bool, class_names: list[str] | None = None) -> Dataset:
         """The data set `cfg.data.dataset` (looked up in visionzoo.datasets.registry) for `split`; `class_names`
         are those the model was trained on (evaluation data must have the same classes, in the same order)."""
         raise NotImplementedError
 
-    def split_exists(self, cfg, split: str) -> bool:
+    def split_exists(self, split: str) -> bool:
         """Whether the config's data hold `split` (evaluate.py picks the test split, else val): the data set's
         fixed splits, its own test, or a folder data.root/<split>."""
-        return split_exists(self.name, cfg.data, split)
+        return split_exists(self.name, self.cfg.data, split)
 
     def collate(self, samples):
         return default_collate(samples)
@@ -119,58 +127,56 @@ class Task:
         raise NotImplementedError
 
     # ---- model ------------------------------------------------------------------------------
-    def build_model(self, cfg, train_set: Dataset | None) -> nn.Module:
+    def build_model(self, train_set: Dataset | None) -> nn.Module:
         """The config's model; the class count defaults to the training set's `classes`."""
+        cfg = self.cfg
         num_classes = cfg.model.num_classes
         if num_classes is None and train_set is not None and hasattr(train_set, "classes"):
             num_classes = len(train_set.classes)
         return create_model(cfg.model.name, weights=cfg.model.weights, num_classes=num_classes, **cfg.model.kwargs)
 
-    def model_meta(self, cfg, dataset: Dataset | None) -> dict:
+    def model_meta(self, dataset: Dataset | None) -> dict:
         """What travels with the weights (class names, input size, normalisation)."""
         return {}
 
     # ---- training ---------------------------------------------------------------------------
-    def update_phases(self, cfg) -> list[UpdatePhase]:
+    def update_phases(self) -> list[UpdatePhase]:
         return [UpdatePhase()]
 
-    def one_forward_per_update(self, cfg) -> bool:
+    def one_forward_per_update(self) -> bool:
         """Whether each update is one forward and one backward through the whole model. Only then can the
         trainer wrap it in DistributedDataParallel under torchrun; otherwise (a model called twice per step,
         players updated in turn) the trainer averages gradients across ranks itself."""
         return True
 
-    def training_losses(self, model: nn.Module, batch, phase: UpdatePhase, cfg) -> dict[str, torch.Tensor]:
+    def training_losses(self, model: nn.Module, batch, phase: UpdatePhase) -> dict[str, torch.Tensor]:
         """Loss terms for one phase; the engine back-propagates the entry "loss"."""
         raise NotImplementedError
 
     # ---- evaluation -------------------------------------------------------------------------
-    def new_accumulator(self, cfg, dataset: Dataset) -> Accumulator:
+    def new_accumulator(self, dataset: Dataset) -> Accumulator:
         raise NotImplementedError
 
-    def eval_outputs(self, model: nn.Module, batch, cfg):
+    def eval_outputs(self, model: nn.Module, batch):
         """Forward pass for evaluation; returns what the accumulator's update() takes."""
         raise NotImplementedError
-
-    def primary_metric_for(self, cfg) -> str:
-        """The metric that picks the best checkpoint when train.best_metric is not set."""
-        return self.primary_metric
 
     def higher_is_better_for(self, metric: str) -> bool:
         return self.higher_is_better
 
-    def after_epoch(self, model: nn.Module, cfg, epoch: int, run_dir: Path, dataset: Dataset) -> None:
+    def after_epoch(self, model: nn.Module, epoch: int, run_dir: Path, dataset: Dataset) -> None:
         """Called on the main process after each epoch (model in eval mode, no grad): a task may write
         per-epoch artefacts into run_dir (the generative task's fixed-noise samples)."""
 
     def scalar_metrics(self, metrics: dict) -> dict[str, float]:
         return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
-    def write_report(self, out_path: Path, **context) -> Path:
+    def write_report(self, out_path: Path, *, metrics, dataset, accumulator, model, model_summary, log_records,
+                     run_info, title) -> Path:
         raise NotImplementedError
 
     # ---- benchmarks -------------------------------------------------------------------------
-    def synthetic_batch(self, cfg, batch_size: int, image_size: int, device, train: bool = True):
+    def synthetic_batch(self, batch_size: int, image_size: int, device, train: bool = True):
         """Random data shaped like `to_device(collate(samples))` for the config's model, on `device`:
         the batch `training_losses` takes (`train=True`) or the one `eval_outputs` takes (`train=False`).
         Used by benchmarks/benchmark.py to time the task's own code paths without reading files."""

@@ -2,6 +2,6 @@
 from visionzoo.tasks import register_task
 from visionzoo.tasks.classification.task import ClassificationTask
 
-register_task(ClassificationTask())
+register_task(ClassificationTask)
 
 __all__ = ["ClassificationTask"]

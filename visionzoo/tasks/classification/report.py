@@ -2,6 +2,7 @@
 the run log, misclassified images, the first conv layer and run information."""
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from visionzoo.models.stn import SpatialTransformer
 from visionzoo.reports.figures import bar_chart, confusion_matrix_figure, filter_grid
 from visionzoo.reports.html import HtmlReport, add_run_info, add_training_curves
 
@@ -138,10 +140,6 @@ def stn_examples(model: torch.nn.Module, dataset, mean: Sequence[float], std: Se
     """(input, transformed input, caption) for ``count`` images spread over ``dataset`` (as the model sees
     them, after the evaluation transform) when ``model`` has a spatial transformer (``model.stn``); None
     otherwise. The caption gives the zoom 1/sqrt|det A| and rotation of the predicted affine map."""
-    import math
-
-    from visionzoo.models.stn import SpatialTransformer
-
     stn = getattr(getattr(model, "module", model), "stn", None)  # through a DDP wrapper too
     if not isinstance(stn, SpatialTransformer) or len(dataset) == 0:
         return None

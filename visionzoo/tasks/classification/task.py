@@ -161,7 +161,8 @@ class ClassificationTask(Task):
     primary_metric = "top1"
     higher_is_better = True
 
-    def build_dataset(self, cfg, split, train, class_names=None):
+    def build_dataset(self, split, train, class_names=None):
+        cfg = self.cfg
         entry = get_dataset(self.name, cfg.data.dataset)
         return entry.builder(cfg, split, entry.parse_params(cfg.data.params), build_transforms(cfg, train),
                              class_names)
@@ -173,8 +174,8 @@ class ClassificationTask(Task):
     def batch_size_of(self, batch) -> int:
         return batch[0].shape[0]
 
-    def model_meta(self, cfg, dataset) -> dict:
-        d = cfg.data
+    def model_meta(self, dataset) -> dict:
+        d = self.cfg.data
         return {
             "class_names": list(dataset.classes) if dataset is not None else None,
             "input_size": [len(d.mean), d.input_size, d.input_size],  # one mean per channel
@@ -184,16 +185,16 @@ class ClassificationTask(Task):
             "crop_pct": d.crop_pct,
         }
 
-    def training_losses(self, model, batch, phase, cfg):
+    def training_losses(self, model, batch, phase):
         images, targets = batch
         logits = model(images)
-        return {"loss": F.cross_entropy(logits, targets, label_smoothing=cfg.loss.label_smoothing)}
+        return {"loss": F.cross_entropy(logits, targets, label_smoothing=self.cfg.loss.label_smoothing)}
 
-    def new_accumulator(self, cfg, dataset):
+    def new_accumulator(self, dataset):
         names = list(dataset.classes)
-        return ClassificationAccumulator(len(names), names, cfg.eval.topk)
+        return ClassificationAccumulator(len(names), names, self.cfg.eval.topk)
 
-    def eval_outputs(self, model, batch, cfg):
+    def eval_outputs(self, model, batch):
         return model(batch[0])
 
     def scalar_metrics(self, metrics: dict) -> dict[str, float]:
@@ -201,7 +202,8 @@ class ClassificationTask(Task):
         return {k: float(metrics[k]) for k in keys if k in metrics}
 
     def write_report(self, out_path: Path, *, metrics, dataset, accumulator, model, model_summary, log_records,
-                     run_info, cfg, title) -> Path:
+                     run_info, title) -> Path:
+        cfg = self.cfg
         names = list(dataset.classes)
         wrong = []
         for index, target, pred, conf in accumulator.meter.misclassified(cfg.eval.misclassified_in_report):
@@ -216,9 +218,9 @@ class ClassificationTask(Task):
             stn_examples=stn_examples(model, dataset, cfg.data.mean, cfg.data.std))
 
     # ---- benchmarks ---------------------------------------------------------------------------
-    def synthetic_batch(self, cfg, batch_size, image_size, device, train=True):
+    def synthetic_batch(self, batch_size, image_size, device, train=True):
         """Normalised random images and labels over the model's classes (training and evaluation alike)."""
         g = torch.Generator().manual_seed(0)
         images = torch.randn(batch_size, 3, image_size, image_size, generator=g)
-        labels = torch.randint(0, model_num_classes(cfg), (batch_size,), generator=g)
+        labels = torch.randint(0, model_num_classes(self.cfg), (batch_size,), generator=g)
         return images.to(device), labels.to(device)

@@ -2,6 +2,6 @@
 from visionzoo.tasks import register_task
 from visionzoo.tasks.detection.task import DetectionTask
 
-register_task(DetectionTask())
+register_task(DetectionTask)
 
 __all__ = ["DetectionTask"]

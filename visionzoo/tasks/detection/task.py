@@ -301,7 +301,8 @@ class DetectionTask(Task):
     higher_is_better = True
 
     # ---- data ---------------------------------------------------------------------------------
-    def build_dataset(self, cfg, split, train, class_names=None):
+    def build_dataset(self, split, train, class_names=None):
+        cfg = self.cfg
         ds = build_detection_dataset(cfg, split, train, proposals=capabilities(cfg.model.name).needs_proposals)
         check_trained_classes(ds, class_names, split, cfg.data.root, skip=1)
         return ds
@@ -320,7 +321,8 @@ class DetectionTask(Task):
         return len(batch[0])
 
     # ---- model --------------------------------------------------------------------------------
-    def model_meta(self, cfg, dataset) -> dict:
+    def model_meta(self, dataset) -> dict:
+        cfg = self.cfg
         kwargs = cfg.model.kwargs
         return {
             "class_names": list(dataset.classes) if dataset is not None else None,
@@ -337,7 +339,8 @@ class DetectionTask(Task):
             return model(images, targets if with_targets else None, proposals=proposals)
         return model(images, targets) if with_targets else model(images)
 
-    def training_losses(self, model, batch, phase, cfg):
+    def training_losses(self, model, batch, phase):
+        cfg = self.cfg
         images, targets = batch
         losses = self._forward(model, images, targets)
         weights = cfg.loss.weights
@@ -348,16 +351,17 @@ class DetectionTask(Task):
         return {"loss": total, **losses}
 
     # ---- evaluation ---------------------------------------------------------------------------
-    def iou_types(self, cfg) -> list[str]:
+    def iou_types(self) -> list[str]:
+        cfg = self.cfg
         if cfg.eval.iou_types:
             return list(cfg.eval.iou_types)
         return ["bbox", "segm"] if model_predicts_masks(cfg.model.name) else ["bbox"]
 
-    def new_accumulator(self, cfg, dataset):
-        return DetectionAccumulator(dataset, self.iou_types(cfg), cfg.eval.voc07, cfg.eval.mask_threshold,
-                                    cfg.eval.examples_in_report)
+    def new_accumulator(self, dataset):
+        e = self.cfg.eval
+        return DetectionAccumulator(dataset, self.iou_types(), e.voc07, e.mask_threshold, e.examples_in_report)
 
-    def eval_outputs(self, model, batch, cfg):
+    def eval_outputs(self, model, batch):
         images, targets = batch
         return self._forward(model, images, targets, with_targets=False)
 
@@ -373,7 +377,7 @@ class DetectionTask(Task):
         return out
 
     def write_report(self, out_path: Path, *, metrics, dataset, accumulator, model, model_summary, log_records,
-                     run_info, cfg, title) -> Path:
+                     run_info, title) -> Path:
         names = list(dataset.classes)
         if len(dataset):  # the detector's own resize and its GFLOPs, on an evaluated image
             model_summary = measured_model_summary(model, dataset[min(accumulator.examples, default=0)],
@@ -393,14 +397,14 @@ class DetectionTask(Task):
             examples.append((image, gt, shown))
         return build_detection_report(out_path, title=title, metrics=metrics, class_names=names[1:],
                                       examples=examples, log_records=log_records, model_summary=model_summary,
-                                      run_info=run_info, score_threshold=cfg.eval.report_score_threshold)
+                                      run_info=run_info, score_threshold=self.cfg.eval.report_score_threshold)
 
     # ---- benchmarks ---------------------------------------------------------------------------
-    def synthetic_batch(self, cfg, batch_size, image_size, device, train=True):
+    def synthetic_batch(self, batch_size, image_size, device, train=True):
         """Square images in 0..1 with three boxes each (labels over the model's classes; for Mask R-CNN,
         instance masks filling the boxes). Fast R-CNN also gets `proposals`, as many as
         data.params.proposal_top_k_train / _test: half jittered copies of the boxes, half anywhere."""
-        g, s = torch.Generator().manual_seed(0), image_size
+        cfg, g, s = self.cfg, torch.Generator().manual_seed(0), image_size
         num_classes = model_num_classes(cfg)
         caps = capabilities(cfg.model.name)
         params = data_params(cfg)

@@ -3,6 +3,6 @@ autoencoder.py, vae.py, gan.py), with honest likelihoods and FID/KID through a n
 from visionzoo.tasks import register_task
 from visionzoo.tasks.generative.task import GenerativeTask
 
-register_task(GenerativeTask())
+register_task(GenerativeTask)
 
 __all__ = ["GenerativeTask"]

@@ -16,26 +16,27 @@ class AutoencoderTask(GenerativeTaskBase):
     kind = "autoencoder"
     primary_metric = "psnr"
 
-    def training_losses(self, model, batch, phase, cfg):
+    def training_losses(self, model, batch, phase):
         x = batch[0]
         x_hat = model(unwrap(model).corrupt(x))
-        loss = losses.reconstruction_loss(x_hat, x, cfg.loss.recon)
+        loss = losses.reconstruction_loss(x_hat, x, self.cfg.loss.recon)
         return {"loss": loss, "mse": torch.nn.functional.mse_loss(x_hat.detach(), x)}
 
-    def new_accumulator(self, cfg, dataset):
+    def new_accumulator(self, dataset):
+        cfg = self.cfg
         denoising = capabilities(cfg.model.name).denoising
         extras = [f"{k}_{v:g}" for k, v in map(parse_corruption, cfg.eval.extra_corruptions)]
         if extras and not denoising:
             raise ValueError(f"eval.extra_corruptions is for denoising autoencoders, not {cfg.model.name}")
         return AutoencoderAccumulator(denoising=denoising, extra_corruptions=extras)
 
-    def eval_outputs(self, model, batch, cfg):
+    def eval_outputs(self, model, batch):
         x, y, seeds, indices = batch
         gens = noise_generators(seeds, x.device)
         x_in = x if model.corruption is None else torch.cat(
             [model.corrupt(x[i:i + 1], generator=g) for i, g in enumerate(gens)])
         extras = {}
-        for spec in cfg.eval.extra_corruptions:
+        for spec in self.cfg.eval.extra_corruptions:
             kind, amount = parse_corruption(spec)
             # each image's own generator goes on from where its main corruption left it: fixed per image
             extra_in = torch.cat([corrupt_images(x[i:i + 1], kind, amount, g) for i, g in enumerate(gens)])

@@ -238,19 +238,23 @@ class GenerativeTaskBase(Task):
     augment_config = GenerativeAugment
     primary_metric = "loss"
     _HIGHER_IS_BETTER = {"psnr", "psnr_gain", "elbo", "iwae_bound"}
+    # FID/KID feature extractors by (eval.fid_features, device): on the class, so that they are built once per
+    # process, not once per task object
+    _extractors: dict[tuple, object] = {}
 
     def higher_is_better_for(self, metric: str) -> bool:
         return metric in self._HIGHER_IS_BETTER
 
     # ---- data -------------------------------------------------------------------------------
-    def build_dataset(self, cfg, split, train, class_names=None):
+    def build_dataset(self, split, train, class_names=None):
+        cfg = self.cfg
         entry = get_dataset(self.name, cfg.data.dataset)
         params = entry.parse_params(cfg.data.params)
         base, transform = entry.builder(cfg, split, params, train, class_names)
         dataset = GenerativeImages(base, transform, self.data_range)
-        return dataset if train else self.check_eval_dataset(cfg, dataset, split)
+        return dataset if train else self.check_eval_dataset(dataset, split)
 
-    def check_eval_dataset(self, cfg, dataset, split: str):
+    def check_eval_dataset(self, dataset, split: str):
         """An evaluation split, checked before training starts (a kind whose metrics need more images says so)."""
         return dataset
 
@@ -262,7 +266,8 @@ class GenerativeTaskBase(Task):
         return batch[0].shape[0]
 
     # ---- model ------------------------------------------------------------------------------
-    def build_model(self, cfg, train_set):
+    def build_model(self, train_set):
+        cfg = self.cfg
         num_classes = None
         if capabilities(cfg.model.name).conditional:
             num_classes = cfg.model.num_classes or (len(train_set.classes) if train_set is not None else None)
@@ -274,7 +279,8 @@ class GenerativeTaskBase(Task):
                              "image_size / channels to match data.input_size / data.params.grayscale")
         return model
 
-    def model_meta(self, cfg, dataset) -> dict:
+    def model_meta(self, dataset) -> dict:
+        cfg = self.cfg
         classes = list(dataset.classes) if dataset is not None and dataset.classes else None
         return {"input_size": [image_channels(cfg), cfg.data.input_size, cfg.data.input_size],
                 "data_range": self.data_range,
@@ -283,36 +289,35 @@ class GenerativeTaskBase(Task):
                 "mean": None, "std": None}
 
     # ---- evaluation -------------------------------------------------------------------------
-    def feature_extractor(self, cfg, device):
-        """The FID/KID feature extractor, built once per (spec, device)."""
-        cache = self.__dict__.setdefault("_extractors", {})
-        key = (cfg.eval.fid_features, str(device))
-        if key not in cache:
-            cache[key] = build_feature_extractor(cfg.eval.fid_features, device=device)
-        return cache[key]
+    def feature_extractor(self, device):
+        """The FID/KID feature extractor, built once per (spec, device) in a process."""
+        key = (self.cfg.eval.fid_features, str(device))
+        if key not in self._extractors:
+            self._extractors[key] = build_feature_extractor(self.cfg.eval.fid_features, device=device)
+        return self._extractors[key]
 
     def scalar_metrics(self, metrics: dict) -> dict[str, float]:
         return {k: float(v) for k, v in metrics.items()
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and not k.startswith("num_")}
 
-    def after_epoch(self, model, cfg, epoch, run_dir, dataset) -> None:
+    def after_epoch(self, model, epoch, run_dir, dataset) -> None:
         out = Path(run_dir) / PROGRESS_DIR
         out.mkdir(parents=True, exist_ok=True)
-        progress_grid(model, dataset, cfg).save(out / f"epoch_{epoch:03d}.png")
+        progress_grid(model, dataset, self.cfg).save(out / f"epoch_{epoch:03d}.png")
 
     def write_report(self, out_path: Path, *, metrics, dataset, accumulator, model, model_summary, log_records,
-                     run_info, cfg, title) -> Path:
+                     run_info, title) -> Path:
         run_dir = (run_info or {}).get("run_dir")
         progress = sorted((Path(run_dir) / PROGRESS_DIR).glob("epoch_*.png")) if run_dir else []
-        return build_generative_report(out_path, title=title, metrics=metrics, dataset=dataset, model=model, cfg=cfg,
-                                       log_records=log_records, run_info=run_info, model_summary=model_summary,
+        return build_generative_report(out_path, title=title, metrics=metrics, dataset=dataset, model=model,
+                                       cfg=self.cfg, log_records=log_records, run_info=run_info, model_summary=model_summary,
                                        progress_images=progress)
 
     # ---- benchmarks ---------------------------------------------------------------------------
-    def synthetic_batch(self, cfg, batch_size, image_size, device, train=True):
+    def synthetic_batch(self, batch_size, image_size, device, train=True):
         """Random images in the model's data range, labels over its classes (used by conditional models), one
         noise seed and dataset index per image, as GenerativeImages + collate give (training and evaluation)."""
-        g = torch.Generator().manual_seed(0)
+        cfg, g = self.cfg, torch.Generator().manual_seed(0)
         x = torch.rand(batch_size, image_channels(cfg), image_size, image_size, generator=g)
         if self.data_range == "symmetric":
             x = x * 2 - 1

@@ -28,6 +28,8 @@ import torchvision
 from torch import nn
 from torchvision.models.inception import InceptionA, InceptionC, InceptionE
 
+from visionzoo.factory import create_model
+from visionzoo.registry import get_entry
 from visionzoo.weights import read_state_dict, strip_prefixes
 
 __all__ = [
@@ -276,9 +278,6 @@ class ZooClassifierFeatures(FeatureExtractor):
     """
 
     def __init__(self, model_name: str = "resnet18", weights: str = "shapes"):
-        from visionzoo import create_model
-        from visionzoo.registry import get_entry
-
         entry = get_entry(model_name)
         if entry.task != "classification" or len(entry.head_prefixes) != 1:
             raise ValueError(

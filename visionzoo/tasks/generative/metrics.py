@@ -14,6 +14,7 @@ import math
 import torch
 
 from visionzoo.tasks.base import Accumulator
+from visionzoo.tasks.generative.fid import fid_from_features, kid_from_features, sample_diversity
 
 
 def psnr(x_hat: torch.Tensor, x: torch.Tensor, data_max: float = 1.0) -> torch.Tensor:
@@ -161,8 +162,6 @@ class GANAccumulator(Accumulator):
         self.correct = [g[3] for g in gathered if g[3] is not None]
 
     def _scores(self, real: torch.Tensor, fake: torch.Tensor, floor: bool = False) -> tuple[float, float, float]:
-        from visionzoo.tasks.generative.fid import fid_from_features, kid_from_features
-
         fid = fid_from_features(real, fake, extractor_name=self.extractor_name)
         # a floor's halves may be smaller than the subsets the generator's score uses
         size = min(self.kid_subset_size, real.shape[0], fake.shape[0]) if floor else self.kid_subset_size
@@ -170,8 +169,6 @@ class GANAccumulator(Accumulator):
         return fid, kid, kid_std
 
     def compute(self) -> dict:
-        from visionzoo.tasks.generative.fid import sample_diversity
-
         real, fake = torch.cat(self.real), torch.cat(self.fake)
         fid, kid, kid_std = self._scores(real, fake)
         div_real, div_fake = sample_diversity(real), sample_diversity(fake)

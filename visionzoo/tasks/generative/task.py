@@ -9,11 +9,8 @@ samples of every epoch are written by `after_epoch`.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from visionzoo.models.utils import unwrap
 from visionzoo.registry import capabilities, get_entry
-from visionzoo.tasks.base import UpdatePhase
 from visionzoo.tasks.generative.autoencoder import AutoencoderTask
 from visionzoo.tasks.generative.common import (  # noqa: F401  (the names this module has always offered)
     PROGRESS_DIR,
@@ -40,53 +37,16 @@ def model_kind(cfg) -> str:
 
 
 class GenerativeTask(GenerativeTaskBase):
-    """`task: generative`: hands each call to the task of the config's model kind (AutoencoderTask, VAETask or
-    GANTask), so the engine and the entry points need not know there are three. What takes no config (batch
-    layout, metric direction) is the same for all kinds."""
+    """`task: generative` in the registry: `for_config` builds the task of the config's model kind (AutoencoderTask,
+    VAETask or GANTask), so the engine and the entry points need not know there are three. What takes no config
+    (the config sections, metric direction) is read on this class."""
 
     KINDS: dict[str, type[GenerativeTaskBase]] = {"autoencoder": AutoencoderTask, "vae": VAETask, "gan": GANTask}
 
-    def __init__(self):
-        self.kinds = {kind: cls() for kind, cls in self.KINDS.items()}
+    def __init__(self, cfg):
+        raise TypeError("GenerativeTask is the registry's entry, not a task object: build one with "
+                        "visionzoo.tasks.task_for(cfg) (or GenerativeTask.for_config(cfg))")
 
-    def for_config(self, cfg) -> GenerativeTaskBase:
-        return self.kinds[model_kind(cfg)]
-
-    def primary_metric_for(self, cfg) -> str:
-        return self.for_config(cfg).primary_metric
-
-    def build_dataset(self, cfg, split, train, class_names=None):
-        return self.for_config(cfg).build_dataset(cfg, split, train, class_names)
-
-    def build_model(self, cfg, train_set):
-        return self.for_config(cfg).build_model(cfg, train_set)
-
-    def model_meta(self, cfg, dataset) -> dict:
-        return self.for_config(cfg).model_meta(cfg, dataset)
-
-    def update_phases(self, cfg) -> list[UpdatePhase]:
-        return self.for_config(cfg).update_phases(cfg)
-
-    def one_forward_per_update(self, cfg) -> bool:
-        return self.for_config(cfg).one_forward_per_update(cfg)
-
-    def training_losses(self, model, batch, phase, cfg):
-        return self.for_config(cfg).training_losses(model, batch, phase, cfg)
-
-    def feature_extractor(self, cfg, device):
-        return self.for_config(cfg).feature_extractor(cfg, device)
-
-    def new_accumulator(self, cfg, dataset):
-        return self.for_config(cfg).new_accumulator(cfg, dataset)
-
-    def eval_outputs(self, model, batch, cfg):
-        return self.for_config(cfg).eval_outputs(model, batch, cfg)
-
-    def after_epoch(self, model, cfg, epoch, run_dir, dataset) -> None:
-        self.for_config(cfg).after_epoch(model, cfg, epoch, run_dir, dataset)
-
-    def write_report(self, out_path: Path, *, cfg, **context) -> Path:
-        return self.for_config(cfg).write_report(out_path, cfg=cfg, **context)
-
-    def synthetic_batch(self, cfg, batch_size, image_size, device, train=True):
-        return self.for_config(cfg).synthetic_batch(cfg, batch_size, image_size, device, train)
+    @classmethod
+    def for_config(cls, cfg) -> GenerativeTaskBase:
+        return cls.KINDS[model_kind(cfg)](cfg)

@@ -20,7 +20,7 @@ class VAETask(GenerativeTaskBase):
     kind = "vae"
     primary_metric = "nll"
 
-    def training_losses(self, model, batch, phase, cfg):
+    def training_losses(self, model, batch, phase):
         x, y = batch[:2]
         core = unwrap(model)
         y = y if getattr(core, "num_classes", None) is not None else None
@@ -31,7 +31,8 @@ class VAETask(GenerativeTaskBase):
             out["iwae_bound"] = terms["iwae_bound"].detach().mean()
         return out
 
-    def new_accumulator(self, cfg, dataset):
+    def new_accumulator(self, dataset):
+        cfg = self.cfg
         likelihood = cfg.model.kwargs.get("likelihood") or default_kwarg(cfg.model.name, "likelihood")
         params = data_params(cfg)
         binarized = isinstance(params, DigitsGenerativeParams) and params.binarize
@@ -41,7 +42,8 @@ class VAETask(GenerativeTaskBase):
         return VAEAccumulator(dims=image_channels(cfg) * cfg.data.input_size ** 2,
                               dequantized=likelihood == "gaussian", k=cfg.eval.iwae_k, binary_data=binary)
 
-    def eval_outputs(self, model, batch, cfg):
+    def eval_outputs(self, model, batch):
+        cfg = self.cfg
         x, y, seeds, indices = batch
         y = y if getattr(model, "num_classes", None) is not None else None
         gens = noise_generators(seeds, x.device)

@@ -2,6 +2,6 @@
 from visionzoo.tasks import register_task
 from visionzoo.tasks.segmentation.task import SegmentationTask
 
-register_task(SegmentationTask())
+register_task(SegmentationTask)
 
 __all__ = ["SegmentationTask"]

@@ -22,6 +22,8 @@ from visionzoo.datasets.segmentation import (
     segmentation_collate,
 )
 from visionzoo.datasets.voc import voc_year_root
+from visionzoo.inference.crf import DenseCRF
+from visionzoo.inference.sliding_window import predict_logits
 from visionzoo.tasks.base import Accumulator, Task, check_trained_classes, images_to_device, model_num_classes
 from visionzoo.tasks.segmentation.metrics import ConfusionMeter
 from visionzoo.tasks.segmentation.report import build_segmentation_report
@@ -152,8 +154,6 @@ def denormalize(images: torch.Tensor, mean, std) -> torch.Tensor:
 
 def build_crf(params: dict):
     """DenseCRF from eval.crf_params (it holds no tensors, so building one per batch costs nothing)."""
-    from visionzoo.inference.crf import DenseCRF
-
     try:
         return DenseCRF(**params)
     except TypeError as e:
@@ -255,9 +255,9 @@ class SegmentationTask(Task):
     higher_is_better = True
 
     # ---- data ---------------------------------------------------------------------------------
-    def build_dataset(self, cfg, split, train, class_names=None):
-        ds = build_segmentation_dataset(cfg, split, train)
-        check_trained_classes(ds, class_names, split, cfg.data.root)
+    def build_dataset(self, split, train, class_names=None):
+        ds = build_segmentation_dataset(self.cfg, split, train)
+        check_trained_classes(ds, class_names, split, self.cfg.data.root)
         return ds
 
     def collate(self, samples):
@@ -274,8 +274,8 @@ class SegmentationTask(Task):
         return batch[0].shape[0]
 
     # ---- model --------------------------------------------------------------------------------
-    def model_meta(self, cfg, dataset) -> dict:
-        d = cfg.data
+    def model_meta(self, dataset) -> dict:
+        d = self.cfg.data
         return {
             "class_names": list(dataset.classes) if dataset is not None else None,
             "input_size": [3, d.input_size, d.input_size],
@@ -294,7 +294,8 @@ class SegmentationTask(Task):
             cache[key] = torch.tensor(values, dtype=torch.float32, device=device)
         return cache[key]
 
-    def training_losses(self, model, batch, phase, cfg):
+    def training_losses(self, model, batch, phase):
+        cfg = self.cfg
         images, masks, _ = batch
         out = model(images)
         if not isinstance(out, dict):
@@ -314,14 +315,13 @@ class SegmentationTask(Task):
         return {"loss": total, **losses}
 
     # ---- evaluation ---------------------------------------------------------------------------
-    def new_accumulator(self, cfg, dataset):
+    def new_accumulator(self, dataset):
         names = list(dataset.classes)
-        return SegmentationAccumulator(len(names), names, cfg.eval.crf, cfg.eval.examples_in_report,
-                                       cfg.eval.worst_in_report)
+        e = self.cfg.eval
+        return SegmentationAccumulator(len(names), names, e.crf, e.examples_in_report, e.worst_in_report)
 
-    def eval_outputs(self, model, batch, cfg):
-        from visionzoo.inference.sliding_window import predict_logits
-
+    def eval_outputs(self, model, batch):
+        cfg = self.cfg
         images, masks, sizes = batch
         logits = predict_logits(model, images, window=cfg.eval.sliding_window, overlap=cfg.eval.window_overlap)
         logits = logits.float()
@@ -340,7 +340,7 @@ class SegmentationTask(Task):
         return {k: float(metrics[k]) for k in keys if metrics.get(k) is not None}
 
     def write_report(self, out_path: Path, *, metrics, dataset, accumulator, model, model_summary, log_records,
-                     run_info, cfg, title) -> Path:
+                     run_info, title) -> Path:
         def load(index):
             return dataset.load_image(index), dataset.load_mask(index)
 
@@ -352,11 +352,11 @@ class SegmentationTask(Task):
             worst=worst, log_records=log_records, model_summary=model_summary, run_info=run_info)
 
     # ---- benchmarks ---------------------------------------------------------------------------
-    def synthetic_batch(self, cfg, batch_size, image_size, device, train=True):
+    def synthetic_batch(self, batch_size, image_size, device, train=True):
         """Normalised random images, masks over the model's classes with a tenth of the pixels ignored (255),
         and the unpadded sizes (training and evaluation alike)."""
         g, s = torch.Generator().manual_seed(0), image_size
         images = torch.randn(batch_size, 3, s, s, generator=g)
-        masks = torch.randint(0, model_num_classes(cfg), (batch_size, s, s), generator=g)
+        masks = torch.randint(0, model_num_classes(self.cfg), (batch_size, s, s), generator=g)
         masks[torch.rand(batch_size, s, s, generator=g) < 0.1] = 255
         return images.to(device), masks.to(device), [(s, s)] * batch_size

@@ -2,6 +2,6 @@
 from visionzoo.tasks import register_task
 from visionzoo.tasks.tracking.task import TrackingTask
 
-register_task(TrackingTask())
+register_task(TrackingTask)
 
 __all__ = ["TrackingTask"]

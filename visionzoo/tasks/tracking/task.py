@@ -151,7 +151,8 @@ class TrackingTask(Task):
     higher_is_better = True
 
     # ---- data ---------------------------------------------------------------------------------
-    def _sequences(self, cfg, split: str):
+    def _sequences(self, split: str):
+        cfg = self.cfg
         d = cfg.data
         entry = get_dataset(self.name, d.dataset)
         params = entry.parse_params(d.params)
@@ -159,10 +160,11 @@ class TrackingTask(Task):
             raise ValueError(f"data.root is required for data.dataset = {d.dataset}")
         return entry.builder(cfg, split, params)
 
-    def build_dataset(self, cfg, split, train, class_names=None):
+    def build_dataset(self, split, train, class_names=None):
+        cfg = self.cfg
         caps = capabilities(cfg.model.name)
         tracker_params(caps.tracker_kind, cfg.eval.tracker)  # a typo fails now, not after an epoch of training
-        sequences = self._sequences(cfg, split)
+        sequences = self._sequences(split)
         if not train:
             if cfg.eval.max_sequences:
                 subset = Subset(sequences, range(min(cfg.eval.max_sequences, len(sequences))))
@@ -193,21 +195,23 @@ class TrackingTask(Task):
         return batch["search"].shape[0] if isinstance(batch, dict) else len(batch)
 
     # ---- model --------------------------------------------------------------------------------
-    def build_model(self, cfg, train_set):
+    def build_model(self, train_set):
+        cfg = self.cfg
         return create_model(cfg.model.name, weights=cfg.model.weights, **cfg.model.kwargs)
 
-    def model_meta(self, cfg, dataset) -> dict:
-        d = cfg.data
+    def model_meta(self, dataset) -> dict:
+        d = self.cfg.data
         return {"class_names": None, "input_size": [3, 255, 255], "mean": list(d.mean), "std": list(d.std)}
 
     # ---- training -----------------------------------------------------------------------------
-    def one_forward_per_update(self, cfg) -> bool:
+    def one_forward_per_update(self) -> bool:
         # a model that embeds candidate boxes (SINT) embeds the query and the candidates in two forward calls
-        return not capabilities(cfg.model.name).embeds_candidate_boxes
+        return not capabilities(self.cfg.model.name).embeds_candidate_boxes
 
-    def training_losses(self, model, batch, phase, cfg):
+    def training_losses(self, model, batch, phase):
+        cfg = self.cfg
         if capabilities(cfg.model.name).embeds_candidate_boxes:
-            return self._sint_losses(model, batch, cfg)
+            return self._sint_losses(model, batch)
         logits = model(batch["exemplar"], batch["search"])
         raw = _unwrap(model)
         labels = siamfc_labels(batch["search_box"], logits.shape[-1], raw.total_stride,
@@ -215,7 +219,8 @@ class TrackingTask(Task):
         loss = siamfc_logistic_loss(logits[:, 0].float(), labels)
         return {"loss": loss, "loss_logistic": loss}
 
-    def _sint_losses(self, model, batch, cfg):
+    def _sint_losses(self, model, batch):
+        cfg = self.cfg
         b = batch["exemplar"].shape[0]
         index = torch.arange(b, device=batch["exemplar"].device, dtype=torch.float32)
         query_rois = torch.cat([index[:, None], batch["exemplar_box"]], 1)
@@ -233,10 +238,11 @@ class TrackingTask(Task):
         return {"loss": loss, "loss_contrastive": loss, "cos_pos": cos_pos, "cos_neg": cos_neg}
 
     # ---- evaluation ---------------------------------------------------------------------------
-    def new_accumulator(self, cfg, dataset):
-        return TrackingAccumulator(cfg.eval.iou_convention)
+    def new_accumulator(self, dataset):
+        return TrackingAccumulator(self.cfg.eval.iou_convention)
 
-    def eval_outputs(self, model, batch, cfg):
+    def eval_outputs(self, model, batch):
+        cfg = self.cfg
         raw = _unwrap(model)
         device = next(raw.parameters()).device
         tracker = build_tracker(raw, capabilities(cfg.model.name).tracker_kind, cfg.eval.tracker, device=device, mean=cfg.data.mean,
@@ -260,20 +266,20 @@ class TrackingTask(Task):
         return {k: float(metrics[k]) for k in keys if metrics.get(k) is not None}
 
     def write_report(self, out_path: Path, *, metrics, dataset, accumulator, model, model_summary, log_records,
-                     run_info, cfg, title) -> Path:
-        showcase = select_showcase(metrics, accumulator.results, dataset, cfg.eval.showcase_sequences,
-                                   cfg.eval.showcase_frames)
+                     run_info, title) -> Path:
+        e = self.cfg.eval
+        showcase = select_showcase(metrics, accumulator.results, dataset, e.showcase_sequences, e.showcase_frames)
         return build_tracking_report(out_path, title=title, metrics=metrics, showcase=showcase,
                                      log_records=log_records, model_summary=model_summary, run_info=run_info)
 
     # ---- benchmarks ---------------------------------------------------------------------------
-    def synthetic_batch(self, cfg, batch_size, image_size, device, train=True):
+    def synthetic_batch(self, batch_size, image_size, device, train=True):
         """train: `batch_size` (exemplar, search) pairs at TrackingPairs' crop sizes (127 / 255 px, whatever
         `image_size`): a square target of half the exemplar's side centred in the exemplar and shifted by up to
         data.augment.shift px in the search crop, plus SINT's candidate boxes. Not train: one sequence of
         `batch_size` frames of image_size x image_size (a square moving over noise), the item evaluation tracks
         frame by frame."""
-        rng = np.random.default_rng(0)
+        cfg, rng = self.cfg, np.random.default_rng(0)
         if not train:
             return [_SyntheticSequence(batch_size, image_size, rng)]
         st, g, b = PairSettings(), torch.Generator().manual_seed(0), batch_size
