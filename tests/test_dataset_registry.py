@@ -210,7 +210,7 @@ def test_params_without_a_registered_data_set_are_the_shared_keys():
                     "data": {"dataset": "image_folder", "params": {"proposal_top_k_train": 8}}})
     assert type(detection_data_params(cfg)) is DetectionParams
     assert detection_data_params(cfg).proposal_top_k_train == 8
-    images, targets = get_task("detection").synthetic_batch(cfg, 1, 64, "cpu", train=True)
+    images, targets = task_for(cfg).synthetic_batch(1, 64, "cpu", train=True)
     assert targets[0]["proposals"].shape == (8, 4)
     cfg.data.params = {"year": 2007}
     with pytest.raises(ConfigError, match=r"data.params.year is not a detection data parameter \(known: masks, "):
