@@ -461,7 +461,7 @@ def test_compile_compiles_each_gan_player_in_place(tmp_path, monkeypatch):
 
 # ---- 8. GPU defaults ----------------------------------------------------------------------------------------
 def test_default_num_workers_scales_with_cores_per_gpu(monkeypatch):
-    from visionzoo.engine.backends import default_num_workers
+    from visionzoo.config.machine import default_num_workers
 
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert default_num_workers(cores=64, gpus=8) == 7
@@ -474,10 +474,9 @@ def test_default_num_workers_scales_with_cores_per_gpu(monkeypatch):
 
 
 def test_config_default_for_num_workers_comes_from_the_machine(monkeypatch):
-    from visionzoo.config import validate
-    from visionzoo.engine import backends
+    from visionzoo.config import machine, validate
 
-    monkeypatch.setattr(backends, "default_num_workers", lambda: 5)
+    monkeypatch.setattr(machine, "default_num_workers", lambda: 5)
     cfg = validate({"task": "classification", "model": {"name": "resnet18"}})
     assert cfg.data.num_workers == 5
     cfg = validate({"task": "classification", "model": {"name": "resnet18"}, "data": {"num_workers": 0}})

@@ -8,14 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-from visionzoo.engine import backends
+from visionzoo.config import machine
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 def _default_num_workers() -> int:
-    return backends.default_num_workers()  # looked up at call time: tests replace it
+    return machine.default_num_workers()  # looked up at call time: tests replace it
 
 
 @dataclass
