@@ -14,6 +14,7 @@ from torch import nn
 from tests.helpers import write_in_memory_shapes_config
 from visionzoo.diagnostics import ActivationStats, check_function, check_model, check_module, lr_range_test
 from visionzoo.diagnostics.common import find_module
+from visionzoo.diagnostics.gradcheck import default_input_shapes
 from visionzoo.diagnostics.lr_finder import save_lr_find, suggest_lr
 from visionzoo.diagnostics.overfit import diagnose
 from visionzoo.diagnostics.stats import channel_correlation
@@ -211,6 +212,15 @@ def test_gradcheck_models_and_bad_requests():
         check_model("dcgan", progress=False)
     with pytest.raises(ValueError, match="forward on inputs of shape"):
         check_module(nn.Linear(4, 2), [torch.randn(1, 5)])
+
+
+def test_gradcheck_default_inputs_take_the_models_own_channels_and_small_sizes():
+    # the grey 28-px LeNet-5 and the 42-px distorted-MNIST CNN, then a 224-px RGB classifier at 32 px
+    assert default_input_shapes("lenet5") == [(1, 1, 28, 28)]
+    assert default_input_shapes("mnist_cnn") == [(1, 1, 42, 42)]
+    assert default_input_shapes("resnet18") == [(1, 3, 32, 32)]
+    results = check_model("lenet5", params=False, progress=False)
+    assert len(results) == 1 and results[0].passed and results[0].numel == 28 * 28
 
 
 # ---- layer statistics ---------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from visionzoo.diagnostics.common import find_module
 from visionzoo.factory import create_model
-from visionzoo.registry import model_info
+from visionzoo.registry import get_entry, model_info
 
 try:  # the exception type gradcheck raises (public since torch 1.13)
     from torch.autograd.gradcheck import GradcheckError
@@ -252,8 +252,9 @@ def load_callable(spec: str):
 
 
 def default_input_shapes(model_name: str) -> list[tuple[int, ...]]:
-    """Small inputs per task: 32-px images for classifiers and segmenters (divisible by every stride in the zoo),
-    the generative model's own image shape, SiamFC's exemplar and search crops at their smallest useful sizes."""
+    """Small inputs per task: for classifiers and segmenters the model's own input when it is small (LeNet-5's
+    1x28x28, the distorted-MNIST CNN's 1x42x42), else 32-px images with its channels (divisible by every stride in
+    the zoo); the generative model's own image shape (check_model)."""
     info = model_info(model_name)
     task = info.get("task")
     if task == "tracking":
@@ -262,7 +263,8 @@ def default_input_shapes(model_name: str) -> list[tuple[int, ...]]:
     if task == "detection":
         raise ValueError(f"{model_name} takes a list of images and returns detections, not a tensor function; "
                          "check a sub-module with --submodule (e.g. backbone.body with --input-shape 1,3,64,64)")
-    return [(1, 3, 32, 32)]
+    channels, height, width = get_entry(model_name).default_input_size
+    return [(1, channels, height, width) if max(height, width) <= 64 else (1, channels, 32, 32)]
 
 
 def check_model(name: str, *, input_shapes: Sequence[Sequence[int]] | None = None, submodule: str | None = None,
