@@ -20,12 +20,11 @@ from pathlib import Path
 import torch
 
 from visionzoo.cli.configs import find_config
-from visionzoo.cli.train import error_text
 from visionzoo.config import ConfigError, apply_overrides, deep_merge, load_yaml_with_bases, to_dict, validate
 from visionzoo.datasets.common import ImageReadError
 from visionzoo.engine import distributed
 from visionzoo.engine.checkpoint import CheckpointError, DiskFullError
-from visionzoo.engine.data import release_workers
+from visionzoo.engine.data import error_text, release_workers
 from visionzoo.engine.evaluator import evaluate, make_eval_loader
 from visionzoo.engine.run_dir import read_log
 from visionzoo.engine.targets import (

@@ -28,21 +28,11 @@ from visionzoo.config import ConfigError, apply_overrides, load_config, validate
 from visionzoo.datasets.common import ImageReadError
 from visionzoo.engine import distributed
 from visionzoo.engine.checkpoint import DiskFullError, load_checkpoint, remove_stale_temp_files
-from visionzoo.engine.data import release_workers
+from visionzoo.engine.data import error_text, release_workers
 from visionzoo.engine.hooks import exit_now_on_signal
 from visionzoo.engine.run_dir import RunLock, RunLocked
 from visionzoo.engine.trainer import NonFiniteLoss, TrainingInterrupted
 from visionzoo.training import build_trainer
-
-
-def error_text(e: BaseException) -> str:
-    """The message of `e`, without the worker's traceback that a DataLoader worker's exception carries."""
-    text = str(e)
-    if "\nOriginal Traceback" not in text:
-        return text
-    last = [line for line in text.splitlines() if line.strip()][-1]
-    name = type(e).__module__ + "." + type(e).__qualname__ + ": "
-    return last[len(name):] if last.startswith(name) else last
 
 
 def parse_args(argv=None):

@@ -187,3 +187,13 @@ def build_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, drop_last:
         pin_memory=pin_memory,
         **extra,
     )
+
+
+def error_text(e: BaseException) -> str:
+    """The message of `e`, without the worker's traceback that a DataLoader worker's exception carries."""
+    text = str(e)
+    if "\nOriginal Traceback" not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1]
+    name = type(e).__module__ + "." + type(e).__qualname__ + ": "
+    return last[len(name):] if last.startswith(name) else last
