@@ -196,8 +196,7 @@ class Trainer:
         self._sync_buffers()
         if self.is_main:
             atomic_save(self._state(), path)
-            self.log({"type": "checkpoint", "file": name, "epoch": self.pos.epoch,
-                             "step": self.pos.global_step})
+            self.log({"type": "checkpoint", "file": name, "epoch": self.pos.epoch, "step": self.pos.global_step})
         return path
 
     def _restore(self, path: Path) -> None:
@@ -252,10 +251,10 @@ class Trainer:
         try:
             self._call("before_train")
             self.log({"type": "run", "event": "start" if self.pos.global_step == 0 else "resume",
-                             "epoch": self.pos.epoch, "step": self.pos.global_step, "device": str(self.device),
-                             "world_size": self.world_size, "steps_per_epoch": self.steps_per_epoch,
-                             "train_samples": len(self.train_set),
-                             **({"regridded": self.resumed_geometry} if self.resumed_geometry else {})})
+                      "epoch": self.pos.epoch, "step": self.pos.global_step, "device": str(self.device),
+                      "world_size": self.world_size, "steps_per_epoch": self.steps_per_epoch,
+                      "train_samples": len(self.train_set),
+                      **({"regridded": self.resumed_geometry} if self.resumed_geometry else {})})
             while self.pos.epoch < self.cfg.train.epochs:
                 self._run_epoch()
                 if stop_after_epoch is not None and self.pos.epoch >= stop_after_epoch:

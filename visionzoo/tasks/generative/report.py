@@ -189,7 +189,7 @@ class _AutoencoderView:
     sections: tuple[str, ...] = ("reconstructions", "interpolation", "traversals", "projection")
     codes = "codes z = encode(x)"  # what interpolations and traversals start from
     projected_codes = "codes z = encode(x) of the clean images"
-    sample_note = " Generator in eval mode (BatchNorm running statistics)."
+    sample_note = ""  # appended to the Samples captions (an autoencoder has none)
 
     def title(self, model) -> str:
         return "Denoising autoencoder" if getattr(model, "corruption", None) else "Autoencoder"
@@ -397,7 +397,7 @@ class _GanView(_VaeView):
     """A GAN: a generator from a prior, no encoder; scores through a named feature extractor."""
 
     sections = ("samples", "interpolation", "traversals")
-    sample_note = _AutoencoderView.sample_note
+    sample_note = " Generator in eval mode (BatchNorm running statistics)."
 
     def title(self, model) -> str:
         return "GAN"
