@@ -130,3 +130,24 @@ def test_visualize_command_on_the_shipped_classifier(tmp_path, capsys):
     assert main(["visualize", str(WEIGHTS), "--layer", "layer2.0.conv3", "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "no layer 'layer2.0.conv3'" in err and "layer2.0.conv1" in err
+
+
+def test_gan_classes_balanced_indices_and_bad_targets(capsys):
+    import torch
+
+    from visionzoo.diagnose import main
+    from visionzoo.diagnostics.gan_classes import balanced_indices
+    from visionzoo.weights import REPO_WEIGHTS_DIR
+
+    labels = torch.tensor([2, 0, 1, 0, 2, 1, 0, 2])
+    assert balanced_indices(labels, 3, 2).tolist() == [1, 3, 2, 5, 0, 4]
+    keep = torch.tensor([True, True, True, False, True, True, True, True])
+    assert balanced_indices(labels, 3, 2, keep=keep).tolist() == [1, 6, 2, 5, 0, 4]
+    with pytest.raises(ValueError, match="class 1 has 2 samples, fewer than the 3"):
+        balanced_indices(labels, 3, 3, keep=None)
+
+    weights = REPO_WEIGHTS_DIR / "lenet5.mnist.safetensors"
+    if not weights.is_file():
+        pytest.skip(f"{weights} is not shipped")
+    assert main(["gan-classes", str(weights), "--no-progress"]) == 1
+    assert "gan-classes needs a GAN, this is a classification model (lenet5)" in capsys.readouterr().err

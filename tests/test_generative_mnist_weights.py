@@ -96,3 +96,23 @@ def test_evaluate_py_reproduces_the_vae_card_on_a_subset(name, mnist_root, tmp_p
     spread = m["nll_std_error"] * math.sqrt(m["iwae_images"])
     assert abs(got["nll"] - m["nll"]) < 4 * spread / math.sqrt(images)
     assert got["iwae_bound"] > got["elbo_on_iwae_images"]
+
+
+def test_gan_classes_separates_the_class_mix_from_the_images(mnist_root, tmp_path, capsys):
+    """diagnose gan-classes on the shipped DCGAN: the classifier's histogram covers every sample, the three FIDs
+    are on equal sample counts, and the DCGAN's lopsided mix costs FID (balancing lowers it)."""
+    weights, _ = shipped("dcgan.mnist")
+    from visionzoo.diagnose import main
+
+    code = main(["gan-classes", str(weights), "--data", str(mnist_root), "--samples", "4000", "--per-class", "150",
+                 "--out", str(tmp_path), "--no-progress"])
+    out = capsys.readouterr()
+    assert code == 0, out.out + out.err
+    result = json.loads((tmp_path / "gan_classes.json").read_text())
+    assert sum(result["class_counts"]) == 4000 and result["real_split"] == "test" and result["real_images"] == 10000
+    assert all(s <= c for s, c in zip(result["sure_counts"], result["class_counts"]))
+    assert result["sure_fraction"] == pytest.approx(sum(result["sure_counts"]) / 4000)
+    assert 2 <= result["per_class"] <= 150 and result["fid_samples"] == 10 * result["per_class"]
+    assert max(result["class_counts"]) > 2 * min(result["class_counts"])  # the mix the card describes
+    assert result["fid_class_balanced_sure"] < result["fid_as_drawn"]
+    assert "class-balanced" in out.out and "lenet5.mnist" in out.out

@@ -5,9 +5,10 @@
     python -m visionzoo.diagnose gradcheck MODEL_OR_CALLABLE [--input-shape 1,3,32,32 ...] [--submodule PATH]
     python -m visionzoo.diagnose stats CONFIG [KEY=VALUE ...] [--steps 50] [--interval 5]
     python -m visionzoo.diagnose visualize TARGET [--image PNG ...] [--layer layer1] [--channel 0]
+    python -m visionzoo.diagnose gan-classes TARGET [--samples 60000] [--per-class 1000] [--split test]
 
 Outputs go to --out (default: OUTPUT_DIR/diagnose/NAME/COMMAND, e.g. runs/diagnose/resnet18_shapes/lr_find).
-TARGET of visualize is a run directory, a checkpoint or a weights file with its model card (as evaluate.py).
+TARGET of visualize and gan-classes is a run directory, a checkpoint or a weights file with its model card (as evaluate.py).
 Exit codes: 0 done (or the check passed), 1 bad input, 2 the check failed (overfit, gradcheck).
 """
 from __future__ import annotations
@@ -30,18 +31,19 @@ from visionzoo.config import ConfigError, load_config
 from visionzoo.datasets.common import ImageReadError
 from visionzoo.diagnostics import visualize as vis
 from visionzoo.diagnostics.common import build_setup, find_module
+from visionzoo.diagnostics.gan_classes import class_balance, summary_lines
 from visionzoo.diagnostics.gradcheck import check_function, check_model, check_module, load_callable
 from visionzoo.diagnostics.lr_finder import lr_find_config, save_lr_find
 from visionzoo.diagnostics.overfit import loss_figure, overfit_check
 from visionzoo.diagnostics.report import build_stats_report
 from visionzoo.diagnostics.stats import ActivationStats
-from visionzoo.engine.targets import build_target_model, load_target
+from visionzoo.engine.targets import build_target_model, load_target, pick_split
 from visionzoo.registry import list_models
 from visionzoo.reports.html import HtmlReport
 from visionzoo.tasks import task_for
 from visionzoo.tasks.classification.task import build_transforms
 
-COMMANDS = ("lr-find", "overfit", "gradcheck", "stats", "visualize")
+COMMANDS = ("lr-find", "overfit", "gradcheck", "stats", "visualize", "gan-classes")
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -118,6 +120,20 @@ def parse_args(argv=None):
                                                         "(default: the predicted one)")
     s.add_argument("--device", default="cpu")
     s.add_argument("--out", help="output directory")
+    s.add_argument("--no-progress", action="store_true")
+    s = sub.add_parser("gan-classes", help="how a GAN's samples read to the classifier behind its FID features: "
+                                           "class mix, confident share, FID as drawn and class-balanced")
+    s.add_argument("target", help="run directory, checkpoint (.pt) or weights (.safetensors) with its model card")
+    s.add_argument("--samples", type=int, default=60000, help="samples drawn (default 60000)")
+    s.add_argument("--per-class", type=int, default=1000,
+                   help="samples per class in the balanced FIDs (default 1000; fewer if a class has fewer)")
+    s.add_argument("--sure", type=float, default=0.9, help="softmax above which a sample counts as sure")
+    s.add_argument("--features", help="FID feature extractor spec (default: the config's eval.fid_features)")
+    s.add_argument("--data", help="dataset root of the real images (default: the config's data.root)")
+    s.add_argument("--split", help="split of the real images (default: test if the data set has one, else val)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--out", help="output directory (default: OUTPUT_DIR/diagnose/MODEL/gan_classes)")
     s.add_argument("--no-progress", action="store_true")
     # argparse cannot intermix options and positionals under sub-commands: overrides that follow an option
     # come back unparsed, and are taken here when they look like KEY=VALUE
@@ -369,10 +385,39 @@ def cmd_visualize(args) -> int:
     return 0
 
 
+def cmd_gan_classes(args) -> int:
+    target = load_target(args.target)
+    cfg = target.cfg
+    if cfg.task != "generative" or not hasattr(cfg.eval, "fid_features"):
+        raise ValueError(f"{args.target}: gan-classes needs a GAN, this is a {cfg.task} model ({cfg.model.name})")
+    if args.data:
+        cfg.data.root = args.data
+    if args.features:
+        cfg.eval.fid_features = args.features
+    task = task_for(cfg)
+    if task.kind != "gan":
+        raise ValueError(f"{args.target}: gan-classes needs a GAN, {cfg.model.name} is a {task.kind} model")
+    split = pick_split(task, args.split)
+    gan = build_target_model(target, cfg).float().to(args.device).eval()
+    extractor = task.feature_extractor(args.device)
+    dataset = task.build_dataset(split, train=False)
+    images = torch.stack([dataset.image(i) for i in range(len(dataset))])
+    real = torch.cat([extractor(chunk) for chunk in images.split(1000)]).cpu()
+    result = class_balance(gan, extractor, real, samples=args.samples, per_class=args.per_class, sure=args.sure,
+                           seed=args.seed, show_progress=not args.no_progress)
+    result.update(target=str(args.target), real_split=split, real_images=len(dataset))
+    out = Path(args.out) if args.out else Path(cfg.output.dir) / "diagnose" / cfg.model.name / "gan_classes"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gan_classes.json").write_text(json.dumps(result, indent=2))
+    print("\n".join(summary_lines(result) + [f"against the {len(dataset)} images of split {split!r}",
+                                               f"wrote {out / 'gan_classes.json'}"]))
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     handlers = {"lr-find": cmd_lr_find, "overfit": cmd_overfit, "gradcheck": cmd_gradcheck, "stats": cmd_stats,
-                "visualize": cmd_visualize}
+                "visualize": cmd_visualize, "gan-classes": cmd_gan_classes}
     try:
         return handlers[args.command](args)
     except (ConfigError, FileNotFoundError, ValueError, ImageReadError) as e:
