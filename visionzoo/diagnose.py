@@ -386,6 +386,9 @@ def cmd_visualize(args) -> int:
 
 
 def cmd_gan_classes(args) -> int:
+    if args.samples < 1 or args.per_class < 1 or not 0 < args.sure < 1:
+        raise ValueError(f"--samples ({args.samples}) and --per-class ({args.per_class}) must be >= 1 and --sure "
+                         f"({args.sure}) in (0, 1)")
     target = load_target(args.target)
     cfg = target.cfg
     if cfg.task != "generative" or not hasattr(cfg.eval, "fid_features"):
@@ -401,8 +404,11 @@ def cmd_gan_classes(args) -> int:
     gan = build_target_model(target, cfg).float().to(args.device).eval()
     extractor = task.feature_extractor(args.device)
     dataset = task.build_dataset(split, train=False)
-    images = torch.stack([dataset.image(i) for i in range(len(dataset))])
-    real = torch.cat([extractor(chunk) for chunk in images.split(1000)]).cpu()
+    real = []
+    for start in range(0, len(dataset), 1000):  # in chunks: a large split's images need not fit in memory at once
+        chunk = torch.stack([dataset.image(i) for i in range(start, min(start + 1000, len(dataset)))])
+        real.append(extractor(chunk).cpu())
+    real = torch.cat(real)
     result = class_balance(gan, extractor, real, samples=args.samples, per_class=args.per_class, sure=args.sure,
                            seed=args.seed, show_progress=not args.no_progress)
     result.update(target=str(args.target), real_split=split, real_images=len(dataset))
