@@ -147,7 +147,7 @@ def test_gan_classes_balanced_indices_and_bad_targets(capsys):
         balanced_indices(labels, 3, 3, keep=None)
 
     assert main(["gan-classes", "any", "--samples", "0"]) == 1
-    assert "--samples (0) and --per-class (1000) must be >= 1" in capsys.readouterr().err
+    assert "samples (0) and per_class (1000) must be >= 1" in capsys.readouterr().err
     weights = REPO_WEIGHTS_DIR / "lenet5.mnist.safetensors"
     if not weights.is_file():
         pytest.skip(f"{weights} is not shipped")

@@ -31,7 +31,7 @@ from visionzoo.config import ConfigError, load_config
 from visionzoo.datasets.common import ImageReadError
 from visionzoo.diagnostics import visualize as vis
 from visionzoo.diagnostics.common import build_setup, find_module
-from visionzoo.diagnostics.gan_classes import class_balance, summary_lines
+from visionzoo.diagnostics.gan_classes import check_arguments, class_balance, summary_lines
 from visionzoo.diagnostics.gradcheck import check_function, check_model, check_module, load_callable
 from visionzoo.diagnostics.lr_finder import lr_find_config, save_lr_find
 from visionzoo.diagnostics.overfit import loss_figure, overfit_check
@@ -386,12 +386,10 @@ def cmd_visualize(args) -> int:
 
 
 def cmd_gan_classes(args) -> int:
-    if args.samples < 1 or args.per_class < 1 or not 0 < args.sure < 1:
-        raise ValueError(f"--samples ({args.samples}) and --per-class ({args.per_class}) must be >= 1 and --sure "
-                         f"({args.sure}) in (0, 1)")
+    check_arguments(args.samples, args.per_class, args.sure)  # before any loading
     target = load_target(args.target)
     cfg = target.cfg
-    if cfg.task != "generative" or not hasattr(cfg.eval, "fid_features"):
+    if cfg.task != "generative":
         raise ValueError(f"{args.target}: gan-classes needs a GAN, this is a {cfg.task} model ({cfg.model.name})")
     if args.data:
         cfg.data.root = args.data

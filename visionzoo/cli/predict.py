@@ -75,10 +75,10 @@ def _predict_images(args, task: str, out: Path) -> tuple[list[dict], int]:
         predictor = Classifier(args.model, weights=args.weights, top_k=args.top_k, device=args.device)
     elif task == "detection":
         predictor = Detector(args.model, weights=args.weights, score_threshold=args.score_threshold,
-                                       device=args.device)
+                             device=args.device)
     else:
         predictor = Segmenter(args.model, weights=args.weights, crf=args.crf, window=args.window,
-                                        device=args.device)
+                              device=args.device)
     records, failed = [], 0
     for file, relative in image_files(args.paths):
         try:

@@ -30,6 +30,11 @@ def balanced_indices(labels: torch.Tensor, num_classes: int, per_class: int,
     return torch.cat(chosen)
 
 
+def check_arguments(samples: int, per_class: int, sure: float) -> None:
+    if samples < 1 or per_class < 1 or not 0 < sure < 1:
+        raise ValueError(f"samples ({samples}) and per_class ({per_class}) must be >= 1 and sure ({sure}) in (0, 1)")
+
+
 @torch.no_grad()
 def class_balance(gan, extractor, real_features: torch.Tensor, *, samples: int = 60000, per_class: int = 1000,
                   sure: float = 0.9, batch_size: int = 1000, seed: int = 0, show_progress: bool = True) -> dict:
@@ -40,8 +45,7 @@ def class_balance(gan, extractor, real_features: torch.Tensor, *, samples: int =
     if head is None:
         raise ValueError(f"{extractor.name}: the class mix needs a classifier's features (e.g. "
                          f"'zoo:lenet5:mnist'), whose head labels the samples")
-    if samples < 1 or per_class < 1 or not 0 < sure < 1:
-        raise ValueError(f"samples ({samples}) and per_class ({per_class}) must be >= 1 and sure ({sure}) in (0, 1)")
+    check_arguments(samples, per_class, sure)
     num_classes = head.out_features
     generator = torch.Generator(device=extractor.device).manual_seed(seed)
     conditional = getattr(gan, "num_classes", None) is not None
